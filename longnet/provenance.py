@@ -1,0 +1,64 @@
+"""Provenance of a result: which code, which torch, which device, when, which configuration.
+
+Every CSV row and figure the suite writes carries these fields, so a number can always be traced
+back to the run that made it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The checkout's commit, with '-dirty' when tracked files differ from it ('unknown' outside git)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name(device: str | torch.device | None = None) -> str:
+    """A human-readable name of the device that ran the measurement."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:  # the model name is more useful than 'x86_64' when /proc/cpuinfo exists
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {cpu} ({torch.get_num_threads()} threads)"
+
+
+def config_hash(config) -> str:
+    """A short, stable hash of a JSON-serialisable configuration (key order does not matter)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def provenance(config=None, device: str | torch.device | None = None) -> dict:
+    """The provenance columns: git_commit, torch_version, device, date (UTC, ISO 8601), config_hash."""
+    return {
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "device": device_name(device),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config_hash": config_hash(config if config is not None else {}),
+    }
