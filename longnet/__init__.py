@@ -1,0 +1,4 @@
+"""LongNet reproduction suite: dilated attention and everything needed to test its claims."""
+from .dilated_attention import dilated_attention, dilated_attention_decode, dilated_attention_with_lse
+
+__all__ = ["dilated_attention", "dilated_attention_decode", "dilated_attention_with_lse"]

@@ -1,0 +1,261 @@
+"""Dilated attention (LongNet, Ding et al. 2023), paper-exact, on any attention kernel.
+
+Definition (LONGNET_NOTES.md, section 1). q, k, v are (B, N, H, D). Each branch (w, r):
+- w is clipped to N; segments [i*w, min((i+1)*w, N)), the last one possibly shorter;
+- head h uses offset s = h mod r and selects rows a+s, a+s+r, ... of the segment starting at a;
+- dense softmax attention among the selected rows (causal: a selected key at or before the query),
+  giving the branch output o_i and log-sum-exp lse_i at each selected row.
+Rows are mixed by out = sum_i a_i o_i, a_i = exp(lse_i) / sum_j exp(lse_j) over the branches that
+selected the row; a row no branch selects (only possible without an r = 1 branch) is 0.
+
+How it runs. A branch is a set of independent "blocks" (one per segment and head), each a dense
+attention over the block's selected rows. Blocks of the same length are packed into one batched
+kernel call, gathered with a single index_select on the (N*H, D) view of q, k and v; no padding,
+no masks, no N x N tensor, memory linear in N. Branch results are merged into a running
+(output, lse) accumulator with log-sum-exp, touching only the rows the branch selected.
+
+Gradients. The mixture equals one softmax over the multiset union of the branches' key sets, so
+the exact gradient (through the mixing weights too) is each block's ordinary attention backward run
+with the MERGED output and MERGED lse, added back at the original rows. `exact_grad=False`
+reproduces the official torchscale code instead, whose mixing weights are computed under no_grad.
+"""
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .backends import Backend, default_scale, get_backend, merge_attention
+
+
+def validate_branches(segment_lengths: Sequence[int], dilation_rates: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """The (w, r) pairs, or a ValueError that says what is wrong with the configuration."""
+    segment_lengths, dilation_rates = list(segment_lengths), list(dilation_rates)
+    if len(segment_lengths) != len(dilation_rates):
+        raise ValueError(f"segment_lengths and dilation_rates must have the same length, got "
+                         f"{len(segment_lengths)} segment lengths {segment_lengths} and "
+                         f"{len(dilation_rates)} dilation rates {dilation_rates}")
+    if not segment_lengths:
+        raise ValueError("dilated attention needs at least one branch (segment_lengths is empty)")
+    for name, values in (("segment_lengths", segment_lengths), ("dilation_rates", dilation_rates)):
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be positive integers, got {values}")
+    return tuple(zip(segment_lengths, dilation_rates))
+
+
+@dataclass(frozen=True)
+class BlockGroup:
+    """Blocks of one branch that share a length: rows[b, t] is the flat index (position * H + head)
+    of the t-th selected row of block b, so q.view(B, N*H, D).index_select(1, rows.flatten())
+    gathers all of them at once."""
+
+    rows: torch.Tensor  # (n_blocks, length), int64
+
+    @property
+    def n_blocks(self) -> int:
+        return self.rows.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.rows.shape[1]
+
+
+@functools.lru_cache(maxsize=256)
+def branch_blocks(n: int, heads: int, segment_length: int, dilation_rate: int,
+                  device: torch.device = torch.device("cpu")) -> tuple[BlockGroup, ...]:
+    """The blocks of branch (w, r) over n tokens and `heads` heads, grouped by block length.
+
+    Full segments give at most two lengths (when w mod r != 0, offsets s < w mod r get one more
+    row); the last, shorter segment at most two more. Offsets that select no row, and heads whose
+    offset selects nothing in a segment (r larger than the segment), make no block.
+    """
+    w, r = min(segment_length, n), dilation_rate
+    by_length: dict[int, list[torch.Tensor]] = defaultdict(list)
+    full, tail = n // w, n % w
+    for first_start, seg_len, count in ((0, w, full), (full * w, tail, 1 if tail else 0)):
+        if count == 0:
+            continue
+        starts = first_start + torch.arange(count, device=device) * w
+        for offset in range(min(r, seg_len)):
+            head_ids = torch.arange(offset, heads, r, device=device)
+            if len(head_ids) == 0:
+                continue
+            rows = torch.arange(offset, seg_len, r, device=device)
+            flat = (starts[:, None, None] + rows[None, None, :]) * heads + head_ids[None, :, None]
+            by_length[len(rows)].append(flat.reshape(-1, len(rows)))
+    return tuple(BlockGroup(torch.cat(parts)) for _, parts in sorted(by_length.items()))
+
+
+def _blocks(x_flat: torch.Tensor, group: BlockGroup) -> torch.Tensor:
+    """Gather a group's rows of a (B, N*H, ...) tensor into kernel layout (B*n_blocks, 1, L, ...)."""
+    batch = x_flat.shape[0]
+    gathered = x_flat.index_select(1, group.rows.view(-1))
+    return gathered.view(batch * group.n_blocks, 1, group.length, *x_flat.shape[2:])
+
+
+def _unblocks(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """Inverse layout of _blocks: (B*n_blocks, 1, L, ...) -> (B, n_blocks*L, ...)."""
+    return x.reshape(batch, -1, *x.shape[3:])
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _dilated_forward(q, k, v, branches, causal, scale, backend: Backend, keep_partials: bool):
+    """Merged (out, lse) over the flat (B, N*H) row space, plus each block group's own (o, lse)
+    when keep_partials (the detached-weights backward needs them)."""
+    batch, n, heads, dim = q.shape
+    acc = _accumulation_dtype(q.dtype)
+    q_flat, k_flat, v_flat = (x.reshape(batch, n * heads, dim) for x in (q, k, v))
+    out = torch.zeros(batch, n * heads, dim, dtype=acc, device=q.device)
+    lse = torch.full((batch, n * heads), float("-inf"), dtype=acc, device=q.device)
+    partials = []
+    for branch_number, (w, r) in enumerate(branches):
+        for group in branch_blocks(n, heads, w, r, q.device):
+            rows = group.rows.view(-1)
+            o, l = backend.forward(_blocks(q_flat, group), _blocks(k_flat, group), _blocks(v_flat, group),
+                                   causal, scale)
+            o, l = _unblocks(o, batch), _unblocks(l, batch)
+            if keep_partials:
+                partials.append((o, l))
+            if branch_number == 0:  # nothing to merge with yet: the first branch's rows are disjoint
+                out.index_copy_(1, rows, o.to(acc))
+                lse.index_copy_(1, rows, l.to(acc))
+            else:
+                merged_o, merged_l = merge_attention(out.index_select(1, rows), lse.index_select(1, rows), o, l)
+                out.index_copy_(1, rows, merged_o)
+                lse.index_copy_(1, rows, merged_l)
+    return out, lse, partials
+
+
+def _dilated_backward(dout, q, k, v, out, lse, partials, branches, causal, scale, backend: Backend,
+                      exact_grad: bool):
+    batch, n, heads, dim = q.shape
+    acc = _accumulation_dtype(q.dtype)
+    q_flat, k_flat, v_flat = (x.reshape(batch, n * heads, dim) for x in (q, k, v))
+    dout_flat = dout.reshape(batch, n * heads, dim)
+    grads = [torch.zeros(batch, n * heads, dim, dtype=acc, device=q.device) for _ in range(3)]
+    partial_iter = iter(partials)
+    for w, r in branches:
+        for group in branch_blocks(n, heads, w, r, q.device):
+            rows = group.rows.view(-1)
+            q_b, k_b, v_b = _blocks(q_flat, group), _blocks(k_flat, group), _blocks(v_flat, group)
+            if exact_grad:
+                # the identity: this block's backward with the merged output and merged lse
+                block_out, block_lse = _blocks(out, group), _blocks(lse, group)
+                block_dout = _blocks(dout_flat, group)
+            else:
+                # official code: out = sum_i stopgrad(a_i) * o_i, so o_i receives a_i * dout
+                own_out, own_lse = next(partial_iter)
+                weight = torch.exp(own_lse.to(acc) - lse.index_select(1, rows))
+                block_dout = (dout_flat.index_select(1, rows).to(acc) * weight[..., None]).to(q.dtype)
+                block_dout = block_dout.view(q_b.shape)
+                block_out = own_out.reshape(q_b.shape)
+                block_lse = own_lse.reshape(q_b.shape[:-1])
+            block_grads = backend.backward(block_dout, q_b, k_b, v_b, block_out, block_lse, causal, scale)
+            for grad, block_grad in zip(grads, block_grads):
+                grad.index_add_(1, rows, _unblocks(block_grad, batch).to(acc))
+    return [g.view(batch, n, heads, dim).to(q.dtype) for g in grads]
+
+
+class _DilatedAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, branches, causal, scale, backend, exact_grad):
+        out, lse, partials = _dilated_forward(q, k, v, branches, causal, scale, backend,
+                                              keep_partials=not exact_grad)
+        out = out.to(q.dtype)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.partials = partials
+        ctx.config = (branches, causal, scale, backend, exact_grad)
+        return out.view(q.shape)
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        branches, causal, scale, backend, exact_grad = ctx.config
+        dq, dk, dv = _dilated_backward(dout, q, k, v, out, lse, ctx.partials, branches, causal, scale,
+                                       backend, exact_grad)
+        ctx.partials = None
+        return dq, dk, dv, None, None, None, None, None
+
+
+def _check_inputs(q, k, v):
+    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
+        raise ValueError(f"q, k, v must all have shape (B, N, H, D); got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype and q.dtype.is_floating_point):
+        raise ValueError(f"q, k, v must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+
+
+def dilated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment_lengths: Sequence[int],
+                      dilation_rates: Sequence[int], *, causal: bool = True, scale: float | None = None,
+                      backend: str = "auto", exact_grad: bool = True) -> torch.Tensor:
+    """LongNet dilated attention. q, k, v: (B, N, H, D) -> (B, N, H, D).
+
+    segment_lengths / dilation_rates: the branches (w_i, r_i), e.g. the paper's (2048, 4096, 8192,
+    16384, 32768) and (1, 2, 4, 6, 12). Any N >= 1 is allowed (N smaller than w, N not a multiple
+    of w, w not a multiple of r, H not a multiple of r, r larger than the segment).
+    backend: "auto" or a name from longnet.backends.BACKENDS. exact_grad=False detaches the
+    mixing weights as the official code does (for comparison only).
+    """
+    branches = validate_branches(segment_lengths, dilation_rates)
+    _check_inputs(q, k, v)
+    if q.shape[1] == 0:
+        return torch.zeros_like(q)
+    kernel = get_backend(backend, q.device, q.dtype, q.shape[-1])
+    scale = default_scale(q.shape[-1], scale)
+    return _DilatedAttentionFunction.apply(q, k, v, branches, causal, scale, kernel, exact_grad)
+
+
+def dilated_attention_with_lse(q, k, v, segment_lengths, dilation_rates, *, causal=True, scale=None,
+                               backend="auto"):
+    """Forward only: (out (B, N, H, D), lse (B, N, H)); lse is -inf at rows no branch selects."""
+    branches = validate_branches(segment_lengths, dilation_rates)
+    _check_inputs(q, k, v)
+    batch, n, heads, dim = q.shape
+    kernel = get_backend(backend, q.device, q.dtype, dim)
+    out, lse, _ = _dilated_forward(q, k, v, branches, causal, default_scale(dim, scale), kernel, False)
+    return out.view(batch, n, heads, dim).to(q.dtype), lse.view(batch, n, heads)
+
+
+def dilated_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                             segment_lengths: Sequence[int], dilation_rates: Sequence[int], *,
+                             scale: float | None = None, backend: str = "auto") -> torch.Tensor:
+    """Causal output for one new token, equal to the full causal forward at its position.
+
+    q: (B, 1, H, D), the query at position t; k_cache, v_cache: (B, t + 1, H, D), every key and
+    value up to and including t. For branch (w, r) the token sits in the segment starting at
+    a = (t // w) * w (clipping w to the full length changes nothing for causal outputs); only the
+    heads whose offset selects t, i.e. h = (t - a) mod r (mod r), see it, and they all attend the
+    same rows a + s, a + s + r, ..., t.
+    """
+    branches = validate_branches(segment_lengths, dilation_rates)
+    batch, one, heads, dim = q.shape
+    if one != 1 or k_cache.shape != v_cache.shape or k_cache.shape[0] != batch or k_cache.shape[2:] != q.shape[2:]:
+        raise ValueError(f"decode needs q (B, 1, H, D) and caches (B, t+1, H, D); got {tuple(q.shape)}, "
+                         f"{tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    kernel = get_backend(backend, q.device, q.dtype, dim)
+    scale = default_scale(dim, scale)
+    t = k_cache.shape[1] - 1
+    acc = _accumulation_dtype(q.dtype)
+    out = torch.zeros(batch, heads, 1, dim, dtype=acc, device=q.device)
+    lse = torch.full((batch, heads, 1), float("-inf"), dtype=acc, device=q.device)
+    for w, r in branches:
+        start = (t // w) * w
+        offset = (t - start) % r
+        head_ids = torch.arange(offset, heads, r, device=q.device)
+        if len(head_ids) == 0:
+            continue
+        positions = torch.arange(start + offset, t + 1, r, device=q.device)
+        q_h = q[:, :, head_ids].transpose(1, 2)
+        k_h = k_cache[:, positions][:, :, head_ids].transpose(1, 2)
+        v_h = v_cache[:, positions][:, :, head_ids].transpose(1, 2)
+        o, l = kernel.forward(q_h.contiguous(), k_h.contiguous(), v_h.contiguous(), False, scale)
+        merged_o, merged_l = merge_attention(out[:, head_ids], lse[:, head_ids], o, l)
+        out[:, head_ids], lse[:, head_ids] = merged_o, merged_l
+    return out.transpose(1, 2).to(q.dtype)
