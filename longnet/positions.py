@@ -40,7 +40,7 @@ class RotaryEmbedding(nn.Module):
         return cos, sin
 
     @staticmethod
-    def _apply(x, cos, sin, scale=None):
+    def _rotate(x, cos, sin, scale=None):
         if scale is not None:
             cos, sin = cos * scale, sin * scale
         x32 = x.to(torch.float32)
@@ -48,7 +48,7 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
         cos, sin = self._angles(positions)
-        return self._apply(q, cos, sin), self._apply(k, cos, sin)
+        return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
 
 
 class XPos(RotaryEmbedding):
@@ -80,7 +80,7 @@ class XPos(RotaryEmbedding):
         cos, sin = self._angles(positions)
         exponent = centred.to(torch.float32)[:, None] / self.scale_base * self.log_zeta.to(positions.device)
         scale = exponent.exp().repeat_interleave(2, dim=-1)[:, None, :]
-        return self._apply(q, cos, sin, scale), self._apply(k, cos, sin, 1.0 / scale)
+        return self._rotate(q, cos, sin, scale), self._rotate(k, cos, sin, 1.0 / scale)
 
 
 def build_position_embedding(kind: str | None, head_dim: int, max_len: int = 0) -> nn.Module | None:
