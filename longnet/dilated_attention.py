@@ -80,10 +80,8 @@ def branch_blocks(n: int, heads: int, segment_length: int, dilation_rate: int,
         if count == 0:
             continue
         starts = first_start + torch.arange(count, device=device) * w
-        for offset in range(min(r, seg_len)):
+        for offset in range(min(r, seg_len, heads)):  # an offset no head has, or past the segment, selects nothing
             head_ids = torch.arange(offset, heads, r, device=device)
-            if len(head_ids) == 0:
-                continue
             rows = torch.arange(offset, seg_len, r, device=device)
             flat = (starts[:, None, None] + rows[None, None, :]) * heads + head_ids[None, :, None]
             by_length[len(rows)].append(flat.reshape(-1, len(rows)))
@@ -248,9 +246,9 @@ def dilated_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
     for w, r in branches:
         start = (t // w) * w
         offset = (t - start) % r
-        head_ids = torch.arange(offset, heads, r, device=q.device)
-        if len(head_ids) == 0:
+        if offset >= heads:  # no head has this offset: the branch does not see token t
             continue
+        head_ids = torch.arange(offset, heads, r, device=q.device)
         positions = torch.arange(start + offset, t + 1, r, device=q.device)
         q_h = q[:, :, head_ids].transpose(1, 2)
         k_h = k_cache[:, positions][:, :, head_ids].transpose(1, 2)
