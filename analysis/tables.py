@@ -1,0 +1,162 @@
+"""Aggregate the pipeline's per-job CSVs into tidy tables (one row per measurement).
+
+Every table is keyed by `variant`: the config's id of a variant (its registry name unless the
+config gives an id), so two configurations of one registered variant stay apart.
+
+    tables = build_tables(inputs, variants, paper_len_scale=16)
+    tables["table2_perplexity"]   # ours beside the paper's perplexity
+
+`inputs` maps each input kind (see INPUT_KINDS) to a list of CSV paths; `variants` is the config's
+variant list (dicts with id, name, paper_model).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+INPUT_KINDS = ("profile", "perplexity", "context_window", "passkey", "compute_curve",
+               "metrics", "distributed", "projected", "attention_graph")
+
+# Fit latency exponents only where the kernels dominate: tiny lengths measure call overhead.
+MIN_FIT_LEN = 2048
+
+
+@lru_cache(maxsize=1)
+def paper_numbers() -> dict:
+    """The paper's Tables 1 and 2 (analysis/paper_numbers.yaml)."""
+    return yaml.safe_load((Path(__file__).parent / "paper_numbers.yaml").read_text())
+
+
+def paper_table2() -> pd.DataFrame:
+    """Tidy paper Table 2: paper_model, paper_train_len, paper_eval_len, paper_perplexity."""
+    rows = [dict(paper_model=r["model"], paper_train_len=r["train_len"], paper_eval_len=int(e),
+                 paper_perplexity=p)
+            for r in paper_numbers()["table2"] for e, p in r["perplexity"].items()]
+    return pd.DataFrame(rows)
+
+
+def read_csvs(paths, **labels) -> pd.DataFrame:
+    """Concatenate CSVs (empty files and empty lists give an empty frame)."""
+    frames = [pd.read_csv(p) for p in paths if Path(p).stat().st_size > 0]
+    frames = [f for f in frames if len(f)]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for column, value in labels.items():
+        df[column] = value
+    return df
+
+
+def read_tables(paths: dict) -> dict[str, pd.DataFrame]:
+    """The tidy tables back from their CSVs (name -> path); a table with no columns reads empty."""
+    tables = {}
+    for name, path in paths.items():
+        try:
+            tables[name] = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            tables[name] = pd.DataFrame()
+    return tables
+
+
+def variant_info(variants) -> pd.DataFrame:
+    """One row per configured variant: variant (id), name, paper_model."""
+    return pd.DataFrame([dict(variant=v.get("id", v["name"]), name=v["name"],
+                              paper_model=v.get("paper_model")) for v in variants],
+                        columns=["variant", "name", "paper_model"])
+
+
+def fit_exponent(x, y) -> float:
+    """Slope of log(y) against log(x): the power of a power law (nan with fewer than 2 points)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if len(np.unique(x[keep])) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+
+
+def scaling_exponents(latency: pd.DataFrame, variants, min_len: int = MIN_FIT_LEN) -> pd.DataFrame:
+    """Table 1: the measured power of N of each variant's time per sequence, beside its FLOP count's
+    and the paper's complexity. Fitted on successful cells with seq_len >= min_len (all successful
+    cells when fewer than two are that long). Time per sequence = median_ms / batch, so a constant
+    token budget (batch = tokens / N) does not bend the slope."""
+    columns = ["variant", "mode", "points", "min_seq_len", "max_seq_len", "measured_exponent",
+               "flops_exponent", "paper_model", "paper_complexity", "paper_exponent"]
+    if latency.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for (variant, mode), cells in latency[latency["status"] == "ok"].groupby(["variant", "mode"]):
+        long = cells[cells["seq_len"] >= min_len]
+        cells = long if long["seq_len"].nunique() >= 2 else cells
+        rows.append(dict(variant=variant, mode=mode, points=len(cells),
+                         min_seq_len=cells["seq_len"].min(), max_seq_len=cells["seq_len"].max(),
+                         measured_exponent=fit_exponent(cells["seq_len"],
+                                                        cells["median_ms"] / cells["batch"]),
+                         flops_exponent=fit_exponent(cells["seq_len"],
+                                                     cells["flops"] / cells["batch"])))
+    table = pd.DataFrame(rows, columns=columns[:7])
+    paper = pd.DataFrame(paper_numbers()["table1"]).rename(columns={
+        "model": "paper_row", "complexity": "paper_complexity", "exponent": "paper_exponent"})
+    info = variant_info(variants)
+    info["paper_row"] = info["paper_model"].map(paper_numbers()["table1_row"])
+    table = table.merge(info[["variant", "paper_model", "paper_row"]], on="variant", how="left")
+    table = table.merge(paper, on="paper_row", how="left").drop(columns="paper_row")
+    return table[columns].sort_values(["mode", "variant"], ignore_index=True)
+
+
+def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.DataFrame:
+    """Table 2: our perplexity per (variant, train_len, eval_len, mode) with the paper's value for
+    the same model at the same lengths scaled by paper_len_scale (NaN where the paper has none)."""
+    if perplexity.empty:
+        return pd.DataFrame(columns=["variant", "train_len", "eval_len", "perplexity",
+                                     "paper_model", "paper_train_len", "paper_eval_len",
+                                     "paper_perplexity"])
+    info = variant_info(variants)[["variant", "paper_model"]]
+    df = perplexity.drop(columns=["paper_model"], errors="ignore").merge(info, on="variant",
+                                                                          how="left")
+    df["paper_train_len"] = df["train_len"] * paper_len_scale
+    df["paper_eval_len"] = df["eval_len"] * paper_len_scale
+    df = df.merge(paper_table2(), on=["paper_model", "paper_train_len", "paper_eval_len"],
+                  how="left")
+    first = ["variant", "train_len", "eval_len", "perplexity", "paper_model", "paper_train_len",
+             "paper_eval_len", "paper_perplexity"]
+    df = df[first + [c for c in df.columns if c not in first]]
+    return df.sort_values(["variant", "train_len", "eval_len"], ignore_index=True)
+
+
+def with_train_len(paths) -> pd.DataFrame:
+    """Training outputs carry their model in the path: .../train/<variant>/L<train_len>/<file>."""
+    frames = []
+    for p in paths:
+        df = read_csvs([p])
+        if len(df):
+            parts = Path(p).parts
+            df["variant"], df["train_len"] = parts[-3], int(parts[-2][1:])
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+TABLES = ("table1_scaling", "table2_perplexity", "latency", "latency_projected", "distributed",
+          "loss_vs_compute", "training", "context_window", "passkey", "attention_graph")
+
+
+def build_tables(inputs: dict, variants, paper_len_scale: int = 1) -> dict[str, pd.DataFrame]:
+    """Every tidy table, by name (the file name under results/tables/)."""
+    unknown = set(inputs) - set(INPUT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown input kinds {sorted(unknown)}; allowed: {', '.join(INPUT_KINDS)}")
+    read = {kind: read_csvs(inputs.get(kind, [])) for kind in INPUT_KINDS}
+    latency = read["profile"]
+    return {
+        "table1_scaling": scaling_exponents(latency, variants),
+        "table2_perplexity": table2(read["perplexity"], variants, paper_len_scale),
+        "latency": latency,
+        "latency_projected": read["projected"],
+        "distributed": read["distributed"],
+        "loss_vs_compute": with_train_len(inputs.get("compute_curve", [])),
+        "training": with_train_len(inputs.get("metrics", [])),
+        "context_window": read["context_window"],
+        "passkey": read["passkey"],
+        "attention_graph": read["attention_graph"],
+    }

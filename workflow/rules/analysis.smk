@@ -1,0 +1,80 @@
+# Stage 6: the attention-graph analysis per variant, then aggregation of every per-job CSV into
+# tidy tables, the figures, the provenance of the run and results/README.md.
+from analysis.figures import FIGURES
+from analysis.tables import TABLES
+
+
+rule attention_graph:
+    output:
+        f"{WORK}/attention_graph/{{variant}}.csv",
+    params:
+        spec=lambda w: VARIANTS[w.variant],
+        graph=config["attention_graph"],
+    log:
+        f"{LOGS}/attention_graph/{{variant}}.log",
+    script:
+        "../scripts/attention_graph.py"
+
+
+def trained(path):
+    return [path.format(WORK=WORK, variant=v, train_len=L) for v, L in TRAINED]
+
+
+rule tables:
+    input:
+        profile=expand(f"{WORK}/profile/{{variant}}.csv", variant=PROFILED),
+        perplexity=trained("{WORK}/eval/{variant}/L{train_len}/perplexity.csv"),
+        context_window=trained("{WORK}/eval/{variant}/L{train_len}/context_window.csv"),
+        passkey=trained("{WORK}/eval/{variant}/L{train_len}/passkey.csv"),
+        compute_curve=trained("{WORK}/train/{variant}/L{train_len}/compute_curve.csv"),
+        metrics=trained("{WORK}/train/{variant}/L{train_len}/metrics.csv"),
+        distributed=rules.project_latency.input.measured,
+        projected=rules.project_latency.output,
+        attention_graph=expand(f"{WORK}/attention_graph/{{variant}}.csv", variant=list(VARIANTS)),
+    output:
+        **{name: report(f"{TABLE_DIR}/{name}.csv", caption=f"../report/tables/{name}.rst",
+                        category="Tables") for name in TABLES},
+    params:
+        variants=list(VARIANTS.values()),
+        paper_len_scale=config["paper_len_scale"],
+    log:
+        f"{LOGS}/analysis/tables.log",
+    script:
+        "../scripts/tables.py"
+
+
+rule figures:
+    input:
+        **{name: f"{TABLE_DIR}/{name}.csv" for name in TABLES},
+    output:
+        **{name: report(f"{FIGURE_DIR}/{name}.png", caption=f"../report/figures/{name}.rst",
+                        category="Figures") for name in FIGURES},
+    log:
+        f"{LOGS}/analysis/figures.log",
+    script:
+        "../scripts/figures.py"
+
+
+rule provenance:
+    input:
+        rules.tables.output,
+    output:
+        f"{RESULTS}/provenance.json",
+    params:
+        config=config,
+    log:
+        f"{LOGS}/analysis/provenance.log",
+    script:
+        "../scripts/provenance.py"
+
+
+rule results_readme:
+    input:
+        **{name: f"{TABLE_DIR}/{name}.csv" for name in TABLES},
+        figures=rules.figures.output,
+    output:
+        f"{RESULTS}/README.md",
+    log:
+        f"{LOGS}/analysis/results_readme.log",
+    script:
+        "../scripts/results_readme.py"

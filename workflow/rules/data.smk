@@ -1,0 +1,13 @@
+# Stage 1: tokenize the corpus once; every training and evaluation job reads it memory-mapped.
+# prepare_corpus writes every file atomically and the manifest last, so the manifest's presence
+# means the corpus is complete.
+
+rule prepare_data:
+    output:
+        manifest=f"{WORK}/data/manifest.json",
+    params:
+        data=config["data"],
+    log:
+        f"{LOGS}/prepare_data.log",
+    script:
+        "../scripts/prepare_data.py"

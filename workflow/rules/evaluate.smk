@@ -1,0 +1,24 @@
+# Stage 3: evaluate every trained model: test perplexity at each evaluation length (Table 2), loss
+# as the prompt grows (Figure 7 right) and passkey retrieval (beyond the paper). One job per model
+# loads the checkpoint once and writes the three CSVs.
+
+
+rule evaluate:
+    input:
+        checkpoint=rules.train.output.checkpoint,
+        manifest=rules.prepare_data.output.manifest,
+    output:
+        perplexity=f"{WORK}/eval/{{variant}}/L{{train_len}}/perplexity.csv",
+        context_window=f"{WORK}/eval/{{variant}}/L{{train_len}}/context_window.csv",
+        passkey=f"{WORK}/eval/{{variant}}/L{{train_len}}/passkey.csv",
+    params:
+        evaluation=config["evaluation"],
+        spec=job_spec,
+        device=config["device"],
+    threads: config["training"]["threads"]
+    resources:
+        gpu=gpus(1),
+    log:
+        f"{LOGS}/evaluate/{{variant}}_L{{train_len}}.log",
+    script:
+        "../scripts/evaluate.py"

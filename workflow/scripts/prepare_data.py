@@ -1,0 +1,12 @@
+"""Snakemake job: tokenize the configured corpus next to the declared manifest."""
+import sys
+from pathlib import Path
+
+from longnet.data import prepare_corpus
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake global)
+data = snakemake.params.data  # noqa: F821
+manifest = prepare_corpus(Path(snakemake.output.manifest).parent, source=data["source"],  # noqa: F821
+                          path=data["path"], tokenizer=data["tokenizer"],
+                          max_bytes=data["max_bytes"])
+print({split: stats["tokens"] for split, stats in manifest["splits"].items()})

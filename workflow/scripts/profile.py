@@ -1,0 +1,13 @@
+"""Snakemake job: the profiling sweep of one variant (longnet.profiling.sweep)."""
+import sys
+
+from analysis.io import write_csv
+from longnet.profiling import sweep
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake global)
+spec, profile, device = (snakemake.params.spec, snakemake.params.profile,  # noqa: F821
+                         snakemake.params.device)
+df = sweep([{"name": spec["name"], "params": spec["params"]}], device=device,
+           threads=snakemake.threads, progress=True, **profile)  # noqa: F821
+df["variant"] = spec["id"]  # the config's name for this variant: the key of every table
+write_csv(df, snakemake.output[0])  # noqa: F821

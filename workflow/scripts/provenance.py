@@ -1,0 +1,13 @@
+"""Snakemake job: results/provenance.json, what made this run (commit, torch, device, date, config)."""
+import json
+import sys
+
+from analysis.io import write_text
+from longnet.provenance import provenance
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake global)
+config = snakemake.params.config  # noqa: F821
+record = dict(provenance(config, device=None if config["device"] == "auto" else config["device"]),
+              config=config)
+write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
+           snakemake.output[0])  # noqa: F821
