@@ -1,0 +1,89 @@
+"""Longformer-style attention (Beltagy et al. 2020): sliding window, per-head dilation, globals.
+
+Conventions (LONGNET_NOTES.md, section 6):
+- `window` counts ONE side, as allenai's code does (Hugging Face's attention_window counts both):
+  query i sees keys i - m*d for m = 0..window (causal: window + 1 keys), and also i + m*d when
+  not causal (2*window + 1 keys);
+- `dilation` d: one int for all heads or a list with one int per head (Longformer puts d > 1 on a
+  few heads of the upper layers);
+- `global_tokens` g: the first g positions attend to every key and every query attends to them
+  (causal: only keys at or before the query, as everywhere).
+Runs as a chunked band (see baselines._blocks.band_pieces): O(N * window) time and memory.
+"""
+from __future__ import annotations
+
+import torch
+
+from baselines import AttentionVariant, check, check_positive_int, register
+from baselines._blocks import (band_pieces, band_pairs, flat_rows, group_blocks, query_key_grid,
+                               sparse_attention)
+from longnet.flops import attention_flops, causal_pairs
+
+
+@register("longformer")
+class Longformer(AttentionVariant):
+    def __init__(self, num_heads: int, window: int = 512, dilation: int | list[int] = 1,
+                 global_tokens: int = 0, backend: str = "auto"):
+        super().__init__(num_heads)
+        check(self.name, "window", window, isinstance(window, int) and not isinstance(window, bool)
+              and window >= 0, "an int >= 0 (keys on each side of the query)")
+        dilations = [dilation] * num_heads if isinstance(dilation, int) else list(dilation)
+        check(self.name, "dilation", dilation, len(dilations) == num_heads, f"an int >= 1 or a "
+              f"list of {num_heads} ints >= 1 (one per head)")
+        for d in dilations:
+            check_positive_int(self.name, "dilation", d)
+        check(self.name, "global_tokens", global_tokens, isinstance(global_tokens, int)
+              and not isinstance(global_tokens, bool) and global_tokens >= 0, "an int >= 0")
+        self.window, self.dilation, self.global_tokens, self.backend = (window, dilation,
+                                                                         global_tokens, backend)
+        self.dilations = dilations
+        self._pieces = {}
+
+    def pieces(self, n: int, causal: bool):
+        key = (n, causal)
+        if key not in self._pieces:
+            heads, g = self.num_heads, min(self.global_tokens, n)
+            pieces = []
+            # the band among non-global positions: one sequence per head and residue mod d
+            sequences: dict[int, list[torch.Tensor]] = {}
+            for h, d in enumerate(self.dilations):
+                for residue in range(min(d, n - g)):
+                    rows = flat_rows(torch.arange(g + residue, n, d), h, heads)
+                    sequences.setdefault(len(rows), []).append(rows)
+            for group in sequences.values():
+                pieces += band_pieces(torch.stack(group), self.window, causal)
+            if g:
+                all_heads = [(h, torch.arange(n)) for h in range(heads)]
+                # every other query sees the globals (all of them precede it)
+                pieces += group_blocks([(flat_rows(p[g:], h, heads), flat_rows(p[:g], h, heads))
+                                        for h, p in all_heads], causal=False)
+                # globals see everything (causal: the globals before them)
+                keys = slice(0, g) if causal else slice(0, n)
+                pieces += group_blocks([(flat_rows(p[:g], h, heads), flat_rows(p[keys], h, heads))
+                                        for h, p in all_heads], causal=causal)
+            self._pieces[key] = pieces
+        return self._pieces[key]
+
+    def forward(self, q, k, v, causal=True):
+        self.check_inputs(q, k, v)
+        return sparse_attention(q, k, v, self.pieces(q.shape[1], causal), backend=self.backend)
+
+    def mask(self, n, causal=True):
+        i, j = query_key_grid(n)
+        masks = []
+        for d in self.dilations:
+            offset = i - j
+            band = (offset % d == 0) & (offset.abs() <= self.window * d)
+            masks.append(band | (i < self.global_tokens) | (j < self.global_tokens))
+        mask = torch.stack(masks)
+        return mask & (j <= i) if causal else mask
+
+    def flops(self, n, head_dim, causal=True):
+        g = min(self.global_tokens, n)
+        pairs = 0
+        for d in self.dilations:
+            short, longer = divmod(n - g, d)  # `longer` residues have one more row
+            pairs += (longer * band_pairs(short + 1, self.window, causal)
+                      + (min(d, n - g) - longer) * band_pairs(short, self.window, causal))
+            pairs += (n - g) * g + (causal_pairs(g) if causal else g * n)
+        return attention_flops(pairs, 1, head_dim)
