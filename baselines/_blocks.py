@@ -184,3 +184,20 @@ def query_key_grid(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Query positions (n, 1) and key positions (1, n), for writing masks as formulas."""
     positions = torch.arange(n)
     return positions[:, None], positions[None, :]
+
+
+class BlockSparseVariant:
+    """Mixin for variants that are one masked softmax run as pieces: subclasses define
+    build_pieces(n, causal) (and mask/flops); forward and the per-length cache live here."""
+
+    backend = "auto"
+
+    def pieces(self, n: int, causal: bool) -> list[Piece]:
+        cache = self.__dict__.setdefault("_pieces", {})
+        if (n, causal) not in cache:
+            cache[(n, causal)] = self.build_pieces(n, causal)
+        return cache[(n, causal)]
+
+    def forward(self, q, k, v, causal=True):
+        self.check_inputs(q, k, v)
+        return sparse_attention(q, k, v, self.pieces(q.shape[1], causal), backend=self.backend)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import torch
 
 from baselines import AttentionVariant, check, check_positive_int, register
-from baselines._blocks import (band_pieces, band_pairs, flat_rows, group_blocks, query_key_grid,
-                               sparse_attention)
+from baselines._blocks import (BlockSparseVariant, band_pairs, band_pieces, flat_rows, group_blocks,
+                               query_key_grid)
 from longnet.flops import attention_flops, causal_pairs
 
 
 @register("longformer")
-class Longformer(AttentionVariant):
+class Longformer(BlockSparseVariant, AttentionVariant):
     def __init__(self, num_heads: int, window: int = 512, dilation: int | list[int] = 1,
                  global_tokens: int = 0, backend: str = "auto"):
         super().__init__(num_heads)
@@ -37,36 +37,29 @@ class Longformer(AttentionVariant):
         self.window, self.dilation, self.global_tokens, self.backend = (window, dilation,
                                                                          global_tokens, backend)
         self.dilations = dilations
-        self._pieces = {}
 
-    def pieces(self, n: int, causal: bool):
-        key = (n, causal)
-        if key not in self._pieces:
-            heads, g = self.num_heads, min(self.global_tokens, n)
-            pieces = []
-            # the band among non-global positions: one sequence per head and residue mod d
-            sequences: dict[int, list[torch.Tensor]] = {}
-            for h, d in enumerate(self.dilations):
-                for residue in range(min(d, n - g)):
-                    rows = flat_rows(torch.arange(g + residue, n, d), h, heads)
-                    sequences.setdefault(len(rows), []).append(rows)
-            for group in sequences.values():
-                pieces += band_pieces(torch.stack(group), self.window, causal)
-            if g:
-                all_heads = [(h, torch.arange(n)) for h in range(heads)]
-                # every other query sees the globals (all of them precede it)
-                pieces += group_blocks([(flat_rows(p[g:], h, heads), flat_rows(p[:g], h, heads))
-                                        for h, p in all_heads], causal=False)
-                # globals see everything (causal: the globals before them)
-                keys = slice(0, g) if causal else slice(0, n)
-                pieces += group_blocks([(flat_rows(p[:g], h, heads), flat_rows(p[keys], h, heads))
-                                        for h, p in all_heads], causal=causal)
-            self._pieces[key] = pieces
-        return self._pieces[key]
-
-    def forward(self, q, k, v, causal=True):
-        self.check_inputs(q, k, v)
-        return sparse_attention(q, k, v, self.pieces(q.shape[1], causal), backend=self.backend)
+    def build_pieces(self, n: int, causal: bool):
+        heads, g = self.num_heads, min(self.global_tokens, n)
+        pieces = []
+        # the band among non-global positions: one sequence per head and residue mod d
+        sequences: dict[int, list[torch.Tensor]] = {}
+        for h, d in enumerate(self.dilations):
+            for residue in range(min(d, n - g)):
+                rows = flat_rows(torch.arange(g + residue, n, d), h, heads)
+                sequences.setdefault(len(rows), []).append(rows)
+        for group in sequences.values():
+            pieces += band_pieces(torch.stack(group), self.window, causal)
+        if g:
+            positions = torch.arange(n)
+            # every other query sees the globals (all of them precede it)
+            pieces += group_blocks([(flat_rows(positions[g:], h, heads),
+                                     flat_rows(positions[:g], h, heads)) for h in range(heads)],
+                                   causal=False)
+            # globals see everything (causal: the globals before them)
+            keys = positions[:g] if causal else positions
+            pieces += group_blocks([(flat_rows(positions[:g], h, heads), flat_rows(keys, h, heads))
+                                    for h in range(heads)], causal=causal)
+        return pieces
 
     def mask(self, n, causal=True):
         i, j = query_key_grid(n)

@@ -1,0 +1,53 @@
+"""LongNet dilated attention (Ding et al. 2023) as a variant: a thin adapter over
+`longnet.dilated_attention`. Defaults are the paper's branch schedule; each segment length is
+clipped to N by the core. Not one masked softmax (branches are mixed by their lse weights, and a
+key seen by two branches counts twice), so mask() is None and pattern() is the union of branches.
+"""
+from __future__ import annotations
+
+import torch
+
+from baselines import AttentionVariant, check, register
+from baselines._blocks import query_key_grid
+from longnet import dilated_attention
+from longnet.dilated_attention import validate_branches
+from longnet.flops import dilated_attention_flops
+
+PAPER_SEGMENT_LENGTHS = [2048, 4096, 8192, 16384, 32768]
+PAPER_DILATION_RATES = [1, 2, 4, 6, 12]
+
+
+@register("longnet")
+class LongNet(AttentionVariant):
+    def __init__(self, num_heads: int, segment_lengths: list[int] = PAPER_SEGMENT_LENGTHS,
+                 dilation_rates: list[int] = PAPER_DILATION_RATES, exact_grad: bool = True,
+                 backend: str = "auto"):
+        super().__init__(num_heads)
+        try:
+            validate_branches(segment_lengths, dilation_rates)
+        except ValueError as error:
+            raise ValueError(f"attention variant {self.name!r}: {error}") from None
+        check(self.name, "exact_grad", exact_grad, isinstance(exact_grad, bool), "true or false")
+        self.segment_lengths, self.dilation_rates = list(segment_lengths), list(dilation_rates)
+        self.exact_grad, self.backend = exact_grad, backend
+
+    def forward(self, q, k, v, causal=True):
+        self.check_inputs(q, k, v)
+        return dilated_attention(q, k, v, self.segment_lengths, self.dilation_rates, causal=causal,
+                                 backend=self.backend, exact_grad=self.exact_grad)
+
+    def pattern(self, n, causal=True):
+        """Union over branches: same segment of w (clipped to n), both rows selected by head h's
+        offset h mod r inside the segment."""
+        i, j = query_key_grid(n)
+        union = torch.zeros(self.num_heads, n, n, dtype=torch.bool)
+        for w, r in zip(self.segment_lengths, self.dilation_rates):
+            w = min(w, n)
+            same_segment = i // w == j // w
+            for h in range(self.num_heads):
+                union[h] |= same_segment & ((i % w) % r == h % r) & ((j % w) % r == h % r)
+        return union & (j <= i) if causal else union
+
+    def flops(self, n, head_dim, causal=True):
+        return dilated_attention_flops(n, self.segment_lengths, self.dilation_rates,
+                                       self.num_heads, head_dim, causal)
