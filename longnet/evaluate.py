@@ -1,0 +1,258 @@
+"""Evaluate trained LMs: perplexity vs length (Table 2), context window (Figure 7 right), passkey.
+
+    perplexity(ckpt, data_dir, eval_lens=[256, 1024, 4096])      -> DataFrame, one row per length
+    context_window(ckpt, data_dir, prompt_lens=[0, 256, 1024])   -> DataFrame, one row per prompt
+    passkey(ckpt, context_lens=[256, 1024], depths=[0.1, 0.5, 0.9])  -> DataFrame
+(loss vs training FLOPs, Figure 6, is measured during training: train.py's compute_curve.csv.)
+
+Every row says which attention produced it in `mode`: "native" (the model's own attention at any
+length) or "blockwise_causal" (a vanilla model beyond its training length: the paper evaluated
+those with blockwise causal attention, each query seeing its own block of train_len tokens and the
+previous block, causally). Rows carry the model's variant/params/train length/tokens seen/seed and
+the `longnet.provenance` columns.
+"""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from longnet.data import get_tokenizer, load_split
+from longnet.provenance import provenance
+
+MODES = ("native", "blockwise_causal")
+
+
+class BlockwiseCausalAttention(nn.Module):
+    """Each query attends causally to its own block of `block` tokens and the whole previous block
+    (Sun et al. 2022, used by the LongNet paper for vanilla Transformers beyond their training
+    length). Cost O(N * block); (B, N, H, D) in and out, like a baselines variant."""
+
+    def __init__(self, block: int):
+        super().__init__()
+        self.block = block
+
+    def forward(self, q, k, v, causal=True):
+        B, N, H, D = q.shape
+        w = self.block
+        nb = -(-N // w)
+        pad = nb * w - N  # padded keys come after every real query, so causality hides them
+
+        def blocks(x):  # (B, N, H, D) -> (B, H, nb, w, D)
+            return F.pad(x.transpose(1, 2), (0, 0, 0, pad)).unflatten(2, (nb, w))
+
+        qb, kb, vb = blocks(q), blocks(k), blocks(v)
+        # keys of block i: block i-1 then block i (block -1 is zeros, masked out below)
+        kk = torch.cat((F.pad(kb, (0, 0, 0, 0, 1, 0))[:, :, :-1], kb), dim=3)
+        vv = torch.cat((F.pad(vb, (0, 0, 0, 0, 1, 0))[:, :, :-1], vb), dim=3)
+        i = torch.arange(w, device=q.device)[:, None]
+        j = torch.arange(2 * w, device=q.device)[None, :]
+        allowed = (j <= i + w) if causal else torch.ones(w, 2 * w, dtype=torch.bool,
+                                                           device=q.device)
+        mask = allowed.expand(nb, w, 2 * w).clone()
+        mask[0, :, :w] = False  # the first block has no previous block
+        out = F.scaled_dot_product_attention(qb, kk, vv, attn_mask=mask)
+        return out.flatten(2, 3)[:, :, :N].transpose(1, 2)
+
+
+def load_model(checkpoint, device="cpu"):
+    """The model of a checkpoint written by longnet.train, in eval mode, and the checkpoint dict."""
+    from longnet.model import LanguageModel, ModelConfig
+
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    model = LanguageModel(ModelConfig(**state["model_config"])).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state
+
+
+def attention_mode(state: dict, length: int) -> str:
+    """Which attention evaluates this model at `length` (see the module docstring)."""
+    tc = state["train_config"]
+    return "blockwise_causal" if tc["attention"] == "vanilla" and length > tc["seq_len"] \
+        else "native"
+
+
+def _use_mode(model, state: dict, mode: str) -> None:
+    if mode == "blockwise_causal":
+        model.set_attention(BlockwiseCausalAttention(state["train_config"]["seq_len"]))
+    else:
+        from baselines import build
+        cfg = state["model_config"]
+        model.set_attention(build(cfg["attention"], num_heads=cfg["n_head"],
+                                  **cfg["attention_params"]))
+
+
+def spread_starts(n_tokens: int, span: int, count: int) -> np.ndarray:
+    """`count` start offsets of spans of `span` (+1 target) tokens spread evenly over n_tokens."""
+    if span + 1 > n_tokens:
+        raise ValueError(f"a window of {span} tokens does not fit in {n_tokens} tokens")
+    return np.linspace(0, n_tokens - span - 1, count).astype(np.int64)
+
+
+@torch.no_grad()
+def sequence_loss(model, tokens, seq_len: int, max_tokens: int, device="cpu",
+                  batch_tokens: int = 16384, score_last: int | None = None,
+                  starts=None) -> tuple[float, int]:
+    """Mean next-token loss (nats) over windows of seq_len tokens; returns (loss, tokens scored).
+
+    Windows begin at `starts`, or, by default, max_tokens // seq_len windows (at least one) spread
+    evenly over `tokens` (a corpus split is files in path-hash order: a prefix would be a handful
+    of files). score_last: score only the last this-many positions of each window (the rest is
+    context); None scores every position.
+    """
+    was_training = model.training
+    model.eval()
+    if starts is None:
+        starts = spread_starts(len(tokens), seq_len, max(1, max_tokens // seq_len))
+    starts = np.asarray(starts)
+    if starts.min() < 0 or starts.max() + seq_len + 1 > len(tokens):
+        raise ValueError(f"windows of seq_len={seq_len} do not fit in {len(tokens)} tokens")
+    per_batch = max(1, batch_tokens // seq_len)
+    total, count = 0.0, 0
+    for b in range(0, len(starts), per_batch):
+        idx = starts[b:b + per_batch, None] + np.arange(seq_len + 1)
+        window = torch.from_numpy(tokens[idx].astype(np.int64)).to(device)
+        logits = model(window[:, :-1])
+        targets = window[:, 1:]
+        if score_last is not None:
+            logits, targets = logits[:, -score_last:], targets[:, -score_last:]
+        losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        total += losses.item()
+        count += targets.numel()
+    model.train(was_training)
+    return total / count, count
+
+
+def _model_columns(state: dict) -> dict:
+    tc = state["train_config"]
+    return dict(variant=tc["attention"], params=json.dumps(tc["attention_params"], sort_keys=True),
+                train_len=tc["seq_len"], tokens_seen=state["tokens_seen"], seed=tc["seed"])
+
+
+def _provenance(state: dict, **eval_args) -> dict:
+    return provenance(dict(train_config=state["train_config"], evaluation=eval_args))
+
+
+def perplexity(checkpoint, data_dir, eval_lens, max_tokens: int = 65536, split: str = "test",
+               device="cpu", batch_tokens: int = 16384) -> pd.DataFrame:
+    """Test perplexity of a checkpoint at each evaluation length.
+
+    Every length scores the same tokens: max_tokens // max(eval_lens) chunks (at least one) of
+    max(eval_lens) tokens spread evenly over the split, each tiled by windows of the length (a
+    length that does not divide the longest leaves the chunk's tail unscored). The loss is the
+    mean over every position of every window.
+    Columns: variant, params, train_len, eval_len, mode, loss, perplexity, tokens_evaluated,
+    tokens_seen, seed, split, + provenance.
+    """
+    model, state = load_model(checkpoint, device)
+    tokens = load_split(data_dir, split)
+    prov = _provenance(state, kind="perplexity", eval_lens=list(eval_lens), max_tokens=max_tokens,
+                       split=split)
+    longest = max(eval_lens)
+    chunks = spread_starts(len(tokens), longest, max(1, max_tokens // longest))
+    rows = []
+    for L in eval_lens:
+        mode = attention_mode(state, L)
+        _use_mode(model, state, mode)
+        starts = (chunks[:, None] + np.arange(longest // L) * L).ravel()
+        loss, n = sequence_loss(model, tokens, L, max_tokens, device, batch_tokens, starts=starts)
+        rows.append(dict(_model_columns(state), eval_len=L, mode=mode, loss=loss,
+                         perplexity=math.exp(loss), tokens_evaluated=n, split=split, **prov))
+    return pd.DataFrame(rows)
+
+
+def context_window(checkpoint, data_dir, prompt_lens, n_final: int = 128, n_windows: int = 16,
+                   split: str = "test", device="cpu", batch_tokens: int = 16384) -> pd.DataFrame:
+    """Loss on a fixed set of final tokens as the prompt before them grows (Figure 7, right).
+
+    n_windows spans of n_final tokens, spread evenly over the split, are scored after prompts of
+    each length in prompt_lens (the same spans for every prompt length).
+    Columns: variant, params, train_len, prompt_len, context_len (prompt + n_final), mode, loss,
+    perplexity, tokens_evaluated, tokens_seen, seed, split, + provenance.
+    """
+    model, state = load_model(checkpoint, device)
+    tokens = load_split(data_dir, split)
+    longest = max(prompt_lens) + n_final
+    if longest + 1 > len(tokens):
+        raise ValueError(f"prompt_lens up to {max(prompt_lens)} + n_final={n_final} do not fit "
+                         f"in the {split} split ({len(tokens)} tokens)")
+    # span ends (exclusive), evenly spread, each with room for the longest prompt before it
+    ends = spread_starts(len(tokens), longest, n_windows) + longest
+    prov = _provenance(state, kind="context_window", prompt_lens=list(prompt_lens),
+                       n_final=n_final, n_windows=n_windows, split=split)
+    rows = []
+    for P in prompt_lens:
+        L = P + n_final
+        mode = attention_mode(state, L)
+        _use_mode(model, state, mode)
+        loss, n = sequence_loss(model, tokens, L, 0, device, batch_tokens, score_last=n_final,
+                                starts=ends - L)
+        rows.append(dict(_model_columns(state), prompt_len=P, context_len=L, mode=mode, loss=loss,
+                         perplexity=math.exp(loss), tokens_evaluated=n, split=split, **prov))
+    return pd.DataFrame(rows)
+
+
+# Passkey retrieval, phrased as code (the models are trained on source code): a key assigned once
+# somewhere in a long run of comment lines, asked for again at the end.
+PASSKEY_FILLER = "# The grass is green. The sky is blue. The sun is yellow. Here we go.\n"
+PASSKEY_NEEDLE = "PASS_KEY = {key}\n"
+PASSKEY_QUERY = "\nprint(PASS_KEY)\nPASS_KEY = "
+
+
+def passkey_prompt(tokenizer, context_len: int, depth: float, key: str):
+    """(prompt tokens, key tokens): filler with the needle at `depth` (0 = start, 1 = end) and the
+    query at the end, trimmed so prompt + key is exactly context_len tokens."""
+    needle = tokenizer.encode(PASSKEY_NEEDLE.format(key=key))
+    query = tokenizer.encode(PASSKEY_QUERY)
+    answer = tokenizer.encode(key)
+    n_filler = context_len - len(needle) - len(query) - len(answer)
+    if n_filler < 0:
+        raise ValueError(f"context_len={context_len} is too short for the passkey prompt "
+                         f"(needs at least {context_len - n_filler})")
+    unit = tokenizer.encode(PASSKEY_FILLER)
+    filler = (unit * (n_filler // len(unit) + 1))[:n_filler]
+    at = round(depth * n_filler)
+    return filler[:at] + needle + filler[at:] + query, answer
+
+
+@torch.no_grad()
+def passkey(checkpoint, context_lens, depths=(0.1, 0.5, 0.9), trials: int = 10, seed: int = 0,
+            device="cpu") -> pd.DataFrame:
+    """Passkey retrieval accuracy vs context length and needle depth.
+
+    A trial hides a random 5-digit key; it counts as retrieved when the model's greedy next tokens
+    after the query are exactly the key (checked in one teacher-forced pass: greedy decoding
+    returns the key exactly when every key token is the argmax given the ones before it).
+    Columns: variant, params, train_len, context_len, depth, mode, accuracy, token_accuracy
+    (fraction of key tokens predicted), trials, tokens_seen, seed (the model's), passkey_seed,
+    + provenance.
+    """
+    model, state = load_model(checkpoint, device)
+    tokenizer = get_tokenizer(state["manifest"]["tokenizer"])
+    rng = np.random.default_rng(seed)
+    prov = _provenance(state, kind="passkey", context_lens=list(context_lens),
+                       depths=list(depths), trials=trials, passkey_seed=seed)
+    rows = []
+    for L in context_lens:
+        mode = attention_mode(state, L)
+        _use_mode(model, state, mode)
+        for depth in depths:
+            exact, correct_tokens, total_tokens = 0, 0, 0
+            for _ in range(trials):
+                key = str(rng.integers(10000, 100000))
+                prompt, answer = passkey_prompt(tokenizer, L, depth, key)
+                x = torch.tensor([prompt + answer], device=device)
+                predicted = model(x[:, :-1])[0, len(prompt) - 1:].argmax(-1).tolist()
+                hits = sum(p == a for p, a in zip(predicted, answer))
+                exact += hits == len(answer)
+                correct_tokens += hits
+                total_tokens += len(answer)
+            rows.append(dict(_model_columns(state), context_len=L, depth=depth, mode=mode,
+                             accuracy=exact / trials, token_accuracy=correct_tokens / total_tokens,
+                             trials=trials, passkey_seed=seed, **prov))
+    return pd.DataFrame(rows)

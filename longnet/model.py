@@ -1,0 +1,193 @@
+"""A decoder-only language model whose attention is any variant from the `baselines` registry.
+
+The paper's layout (torchscale's Decoder with MAGNETO, https://arxiv.org/abs/2210.06423):
+    x = x + out_proj(subLN(attention(xpos(q), xpos(k), v)))   with q, k, v from LN(x)
+    x = x + fc2(subLN(gelu(fc1(LN(x)))))
+a final LayerNorm, and the output head tied to the token embedding. MAGNETO scales the initial
+weights of v_proj, out_proj, fc1 and fc2 by sqrt(log(2 * n_layer)). Positions are XPos (the
+paper's) or rotary, from `longnet.positions`, applied to q and k at absolute positions; no absolute
+position embedding, so a model runs at any length its attention and positions allow.
+
+    cfg = ModelConfig.from_size("tiny", attention="longnet", attention_params={...})
+    model = LanguageModel(cfg)
+    logits = model(tokens)                       # (B, N) int -> (B, N, vocab) float
+"""
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import baselines
+from longnet.flops import training_step_flops
+from longnet.positions import build_position_embedding
+
+POSITIONS = ("xpos", "rotary", "none")
+
+# Named sizes. "base" is the paper's (12 layers, 768 wide, 12 heads, FFN 3072: ~85M non-embedding
+# parameters). "tiny" trains in minutes on 2 CPU cores; "small" is a step up for a GPU or patience.
+SIZES = {
+    "tiny": dict(n_layer=4, d_model=128, n_head=4, d_ff=512),
+    "small": dict(n_layer=6, d_model=384, n_head=6, d_ff=1536),
+    "base": dict(n_layer=12, d_model=768, n_head=12, d_ff=3072),
+}
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 256
+    n_layer: int = 4
+    d_model: int = 128
+    n_head: int = 4
+    d_ff: int = 512
+    attention: str = "vanilla"  # a name from baselines.available()
+    attention_params: dict = field(default_factory=dict)
+    positions: str = "xpos"  # "xpos" (paper), "rotary" or "none"
+    max_seq_len: int = 8192  # longest length the model will see; XPos is centred on its half
+    sub_ln: bool = True  # MAGNETO sub-LayerNorm + init scaling; False gives a plain pre-LN block
+    dropout: float = 0.0  # the paper trains with dropout 0
+    bias: bool = True  # torchscale's projections have biases
+
+    def __post_init__(self):
+        for name in ("vocab_size", "n_layer", "d_model", "n_head", "d_ff", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"model {name}={value!r} is invalid; allowed: an int >= 1")
+        if self.d_model % self.n_head:
+            raise ValueError(f"model d_model={self.d_model} must be a multiple of "
+                             f"n_head={self.n_head}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"model positions={self.positions!r} is invalid; allowed: "
+                             f"{', '.join(POSITIONS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model dropout={self.dropout!r} is invalid; allowed: 0 <= p < 1")
+        if self.attention not in baselines.available():
+            raise ValueError(f"model attention={self.attention!r} is not a registered variant; "
+                             f"available: {', '.join(baselines.available())}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @classmethod
+    def from_size(cls, size: str = "tiny", **overrides) -> "ModelConfig":
+        """A named size from SIZES with any field overridden."""
+        if size not in SIZES:
+            raise ValueError(f"model size={size!r} is not known; allowed: {', '.join(SIZES)}")
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise ValueError(f"unknown model field(s) {', '.join(unknown)}; allowed: "
+                             f"{', '.join(sorted(allowed))}")
+        return cls(**{**SIZES[size], **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.qkv_proj = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.positions = build_position_embedding(cfg.positions, cfg.head_dim, cfg.max_seq_len)
+        # the attention pattern itself: parameter-free, swappable (evaluate.py swaps in blockwise
+        # causal attention to run a vanilla model beyond its training length)
+        self.attend = baselines.build(cfg.attention, num_heads=cfg.n_head, **cfg.attention_params)
+        self.inner_ln = nn.LayerNorm(cfg.d_model) if cfg.sub_ln else nn.Identity()
+        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv_proj(x).view(B, N, 3, self.n_head, self.head_dim).unbind(2)
+        if self.positions is not None:
+            q, k = self.positions(q, k, positions)
+        out = self.attend(q, k, v, causal=True)  # (B, N, H, D)
+        return self.out_proj(self.inner_ln(out.reshape(B, N, C)))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.inner_ln = nn.LayerNorm(cfg.d_ff) if cfg.sub_ln else nn.Identity()
+        self.fc2 = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.inner_ln(F.gelu(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_ln = nn.LayerNorm(cfg.d_model)
+        self.attn = SelfAttention(cfg)
+        self.ffn_ln = nn.LayerNorm(cfg.d_model)
+        self.ffn = FeedForward(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.attn_ln(x), positions))
+        return x + self.ffn(self.ffn_ln(x))
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.final_ln = nn.LayerNorm(cfg.d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torchscale's initialisation, with MAGNETO's scaling when sub_ln is on."""
+        nn.init.normal_(self.embed.weight, std=self.cfg.d_model ** -0.5)
+        gain = math.sqrt(math.log(2 * self.cfg.n_layer)) if self.cfg.sub_ln else 1.0
+        C = self.cfg.d_model
+        for block in self.blocks:
+            qkv = block.attn.qkv_proj.weight
+            # q, k, v were separate (C, C) projections initialised with gain 1/sqrt(2)
+            for i in range(3):
+                nn.init.xavier_uniform_(qkv.data[i * C:(i + 1) * C], gain=2 ** -0.5)
+            qkv.data[2 * C:] *= gain  # v_proj
+            nn.init.xavier_uniform_(block.attn.out_proj.weight, gain=gain)
+            nn.init.xavier_uniform_(block.ffn.fc1.weight, gain=gain)
+            nn.init.xavier_uniform_(block.ffn.fc2.weight, gain=gain)
+            for linear in (block.attn.qkv_proj, block.attn.out_proj, block.ffn.fc1, block.ffn.fc2):
+                if linear.bias is not None:
+                    nn.init.zeros_(linear.bias)
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, N, vocab) for tokens (B, N); positions default to 0..N-1."""
+        if positions is None:
+            positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x, positions)
+        return F.linear(self.final_ln(x), self.embed.weight)  # tied output head
+
+    def set_attention(self, attend: nn.Module) -> None:
+        """Use `attend` (called as attend(q, k, v, causal=True) on (B, N, H, D)) in every layer."""
+        for block in self.blocks:
+            block.attn.attend = attend
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def training_flops_per_token(self, seq_len: int) -> float:
+        """Matmul FLOPs of one training token (forward + backward) at sequence length seq_len.
+
+        Weights: 6 FLOPs per weight-matrix parameter per token (2 forward, 4 backward), the output
+        head included. Attention: the variant's own forward count at seq_len, times
+        longnet.flops.training_step_flops' forward+backward factor, per token.
+        """
+        cfg = self.cfg
+        matmul_params = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+        matmul_params += self.embed.weight.numel()  # the tied output head is a matmul
+        attend = self.blocks[0].attn.attend
+        attention = training_step_flops(attend.flops(seq_len, cfg.head_dim, causal=True))
+        return 6.0 * matmul_params + cfg.n_layer * attention / seq_len

@@ -1,0 +1,341 @@
+"""Train a decoder LM on a packed corpus with the paper's recipe; resumable, data-parallel.
+
+    train(cfg, data_dir, out_dir)       # cfg: a plain dict, validated by TrainConfig
+    python -m longnet.train --config run.yaml --data results/work/corpus --out results/work/run
+    torchrun --nproc_per_node 2 -m longnet.train --config run.yaml --data ... --out ...
+
+Recipe (LongNet paper, section 4): Adam (0.9, 0.98) with decoupled weight decay 0.01, linear
+warm-up then polynomial decay, gradient clipping at 2.0, dropout 0. The tokens per optimizer step
+are fixed; a longer seq_len means fewer sequences per step, and the sequences of a step are split
+into micro-batches (gradient accumulation) and over DDP ranks without changing the math.
+
+Determinism: the sequences of step s are drawn from a generator seeded by (seed, s), so a run
+that is killed and resumed from its last checkpoint sees exactly the batches an uninterrupted run
+sees, and (on CPU, same thread count) ends with bit-identical weights.
+
+Outputs in out_dir (rank 0 writes, every file atomically):
+    metrics.csv        step, tokens, loss, lr, tokens_per_s, wall_s, mfu (every log_every steps)
+    compute_curve.csv  step, tokens, train_flops, val_loss (every eval_every steps and at the end)
+    checkpoint_last.pt model + optimizer + step, for resuming (removed when the run completes)
+    checkpoint.pt      the final model, its configs and the corpus manifest
+"""
+
+import argparse
+import contextlib
+import csv
+import io
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from longnet.data import SPLITS, load_split, read_manifest
+from longnet.evaluate import sequence_loss
+from longnet.model import LanguageModel, ModelConfig
+
+METRICS_COLUMNS = ("step", "tokens", "loss", "lr", "tokens_per_s", "wall_s", "mfu")
+CURVE_COLUMNS = ("step", "tokens", "train_flops", "val_loss")
+
+
+@dataclass
+class TrainConfig:
+    # model: a named size from longnet.model.SIZES, any ModelConfig field overridden
+    model: str = "tiny"
+    model_overrides: dict = field(default_factory=dict)
+    attention: str = "vanilla"  # a name from baselines.available()
+    attention_params: dict = field(default_factory=dict)
+    positions: str = "xpos"
+    # data and batch
+    seq_len: int = 256
+    tokens_per_step: int = 8192  # held constant across seq_len, as in the paper
+    micro_batch_tokens: int = 8192  # tokens per forward/backward; memory only, not the math
+    # optimisation
+    steps: int = 200
+    lr: float = 2e-3
+    warmup: int = 20
+    min_lr: float = 0.0  # polynomial decay ends here at `steps`
+    power: float = 1.0  # 1.0 = linear decay (fairseq's polynomial_decay default)
+    weight_decay: float = 0.01
+    betas: tuple = (0.9, 0.98)
+    eps: float = 1e-6
+    clip_grad: float = 2.0
+    # evaluation along training (loss vs compute, Figure 6)
+    eval_every: int = 50  # 0: only at the end
+    eval_tokens: int = 32768
+    eval_split: str = "test"  # never used for model selection; the figure plots test loss
+    # bookkeeping
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 50
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    peak_flops: float | None = None  # matmul FLOP/s for MFU; None measures it at start
+    progress: bool = True
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        positive = ("seq_len", "tokens_per_step", "micro_batch_tokens", "steps", "eval_tokens",
+                    "log_every", "checkpoint_every")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"train {name}={value!r} is invalid; allowed: an int >= 1")
+        for name in ("warmup", "eval_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"train {name}={getattr(self, name)!r} is invalid; "
+                                 "allowed: an int >= 0")
+        if self.tokens_per_step % self.seq_len:
+            raise ValueError(f"train tokens_per_step={self.tokens_per_step} must be a multiple of "
+                             f"seq_len={self.seq_len}")
+        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr and self.power > 0):
+            raise ValueError(f"train lr={self.lr}, min_lr={self.min_lr}, power={self.power} are "
+                             "invalid; allowed: lr > 0, 0 <= min_lr <= lr, power > 0")
+        if self.eval_split not in SPLITS:
+            raise ValueError(f"train eval_split={self.eval_split!r} is invalid; allowed: "
+                             f"{', '.join(SPLITS)}")
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> "TrainConfig":
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - allowed)
+        if unknown:
+            raise ValueError(f"unknown train config key(s) {', '.join(unknown)}; allowed: "
+                             f"{', '.join(sorted(allowed))}")
+        return cls(**cfg)
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        overrides = dict(self.model_overrides)
+        overrides.setdefault("max_seq_len", self.seq_len)
+        return ModelConfig.from_size(self.model, vocab_size=vocab_size, attention=self.attention,
+                                     attention_params=dict(self.attention_params),
+                                     positions=self.positions, **overrides)
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to lr over `warmup` steps, then polynomial decay to min_lr at `steps`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    left = max(0.0, 1.0 - (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * left ** cfg.power
+
+
+def sample_batch(tokens: np.ndarray, n: int, seq_len: int, seed: int, step: int) -> torch.Tensor:
+    """n random windows of seq_len + 1 tokens for optimizer step `step` (the same on every rank
+    and every resume: the generator is seeded by (seed, step))."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    starts = torch.randint(0, len(tokens) - seq_len - 1, (n,), generator=g).numpy()
+    return torch.from_numpy(tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64))
+
+
+def measure_matmul_flops(device: torch.device, dtype=torch.float32, n: int = 2048,
+                         seconds: float = 0.5) -> float:
+    """FLOP/s of an n x n x n matmul on this device: the peak MFU is measured against."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    best = 0.0
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:  # best of several: the machine may be shared
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_csv(path: Path, columns, rows) -> None:
+    """Write all rows (dicts) atomically; the files are small, so rewriting is simplest."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _read_csv(path: Path, up_to_step: int) -> list[dict]:
+    """Rows of a previous run up to its checkpoint (later rows are redone on resume)."""
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [row for row in csv.DictReader(f) if int(row["step"]) <= up_to_step]
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
+    """Train per `cfg` (keys of TrainConfig) on the corpus in data_dir; write to out_dir.
+
+    Resumes from out_dir/checkpoint_last.pt when a previous run left one, and returns at once
+    when out_dir/checkpoint.pt already holds the finished run.
+    stop_after: leave (with a checkpoint) after this many optimizer steps in this call, e.g. to fit
+    a time-limited job; the next call resumes.
+    """
+    tc = TrainConfig.from_dict(dict(cfg))
+    out_dir = Path(out_dir)
+    final_path, last_path = out_dir / "checkpoint.pt", out_dir / "checkpoint_last.pt"
+    if final_path.exists() and torch.load(final_path, map_location="cpu",
+                                          weights_only=False)["step"] >= tc.steps:
+        return
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = _device(tc.device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    main = rank == 0
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    # batch geometry: sequences per step, split over ranks, then into equal micro-batches
+    seqs_per_step = tc.tokens_per_step // tc.seq_len
+    if seqs_per_step % world:
+        raise ValueError(f"train tokens_per_step / seq_len = {seqs_per_step} sequences must split "
+                         f"evenly over {world} ranks")
+    per_rank = seqs_per_step // world
+    cap = max(1, tc.micro_batch_tokens // tc.seq_len)
+    micro = max(d for d in range(1, min(cap, per_rank) + 1) if per_rank % d == 0)
+    n_micro = per_rank // micro
+
+    manifest = read_manifest(data_dir)
+    train_tokens = load_split(data_dir, "train")
+    eval_tokens = load_split(data_dir, tc.eval_split)
+
+    torch.manual_seed(tc.seed)
+    model_cfg = tc.model_config(manifest["vocab_size"])
+    model = LanguageModel(model_cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, eps=tc.eps,
+                                  weight_decay=tc.weight_decay)
+    step, wall_s = 0, 0.0
+    if last_path.exists():
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, wall_s = state["step"], state["wall_s"]
+    metrics = _read_csv(out_dir / "metrics.csv", step) if main else []
+    curve = _read_csv(out_dir / "compute_curve.csv", step) if main else []
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    flops_per_token = model.training_flops_per_token(tc.seq_len)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    peak = tc.peak_flops or measure_matmul_flops(
+        device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+
+    def checkpoint(path: Path, with_optimizer: bool) -> None:
+        state = dict(model=model.state_dict(), step=step, wall_s=wall_s,
+                     tokens_seen=step * tc.tokens_per_step,
+                     train_flops=step * tc.tokens_per_step * flops_per_token,
+                     train_config=asdict(tc), model_config=model_cfg.to_dict(), manifest=manifest)
+        if with_optimizer:
+            state["optimizer"] = optimizer.state_dict()
+        _atomic_torch_save(state, path)
+
+    def evaluate_curve() -> None:
+        loss, _ = sequence_loss(model, eval_tokens, tc.seq_len, tc.eval_tokens, device=device)
+        curve.append(dict(step=step, tokens=step * tc.tokens_per_step,
+                          train_flops=step * tc.tokens_per_step * flops_per_token, val_loss=loss))
+        _write_csv(out_dir / "compute_curve.csv", CURVE_COLUMNS, curve)
+
+    if main and step == 0 and tc.eval_every:
+        evaluate_curve()  # the untrained model: the curve's first point
+    bar = tqdm(total=tc.steps, initial=step, disable=not (main and tc.progress),
+               desc=f"{tc.attention} L={tc.seq_len}", dynamic_ncols=True)
+    call_t0, wall_s0 = time.perf_counter(), wall_s
+    steps_this_call, window_tokens, window_s = 0, 0, 0.0
+    while step < tc.steps:
+        step_t0 = time.perf_counter()
+        model.train()
+        lr = learning_rate(step, tc)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = sample_batch(train_tokens, seqs_per_step, tc.seq_len, tc.seed, step)
+        batch = batch[rank * per_rank:(rank + 1) * per_rank].to(device)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(n_micro):
+            chunk = batch[i * micro:(i + 1) * micro]
+            # DDP all-reduces gradients only on the last micro-batch of the step
+            skip_sync = world > 1 and i < n_micro - 1
+            with (ddp.no_sync() if skip_sync else contextlib.nullcontext()), autocast:
+                logits = ddp(chunk[:, :-1])
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten())
+                (loss / n_micro).backward()
+            loss_sum += loss.detach()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if world > 1:
+            dist.all_reduce(loss_sum)
+        step_loss = loss_sum.item() / (n_micro * world)  # .item() also waits for the device
+        step += 1
+        steps_this_call += 1
+        window_tokens += tc.tokens_per_step
+        window_s += time.perf_counter() - step_t0  # training time only, not eval or checkpoints
+        wall_s = wall_s0 + time.perf_counter() - call_t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}")
+
+        done = step == tc.steps
+        stopping = stop_after is not None and steps_this_call >= stop_after
+        if main and (step % tc.log_every == 0 or done):
+            tokens_per_s = window_tokens / window_s
+            metrics.append(dict(step=step, tokens=step * tc.tokens_per_step, loss=step_loss, lr=lr,
+                                tokens_per_s=tokens_per_s, wall_s=wall_s,
+                                mfu=tokens_per_s * flops_per_token / peak))
+            _write_csv(out_dir / "metrics.csv", METRICS_COLUMNS, metrics)
+            window_tokens, window_s = 0, 0.0
+        if main and tc.eval_every and (step % tc.eval_every == 0 or done):
+            evaluate_curve()
+        if main and not done and (step % tc.checkpoint_every == 0 or stopping):
+            checkpoint(last_path, with_optimizer=True)
+        if stopping and not done:
+            break
+    bar.close()
+    if main and step == tc.steps:
+        if not tc.eval_every:
+            evaluate_curve()
+        checkpoint(final_path, with_optimizer=False)
+        last_path.unlink(missing_ok=True)
+    if world > 1:
+        dist.barrier()
+
+
+def _main(argv=None) -> None:
+    import yaml
+
+    parser = argparse.ArgumentParser(description="Train a decoder LM (see longnet/train.py).")
+    parser.add_argument("--config", required=True, help="YAML file of TrainConfig keys")
+    parser.add_argument("--data", required=True, help="directory written by prepare_corpus")
+    parser.add_argument("--out", required=True, help="output directory (resumed if partial)")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="leave after this many steps (resume later)")
+    args = parser.parse_args(argv)
+    cfg = yaml.safe_load(Path(args.config).read_text()) or {}
+    train(cfg, args.data, args.out, stop_after=args.stop_after)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    _main()
