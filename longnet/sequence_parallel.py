@@ -1,0 +1,503 @@
+"""LongNet's sequence-parallel dilated attention (paper section 3) over torch.distributed.
+
+The sequence of N tokens is split evenly over the P ranks of a sequence-parallel process group;
+rank p holds tokens [p*L, (p+1)*L), L = N / P, and passes its own (B, L, H, D) q, k, v.
+
+Per branch (w, r), with w clipped to N:
+- local: every segment lies inside one rank's chunk (P = 1 or w divides L). The branch runs on the
+  local chunk with the core's own code (`longnet.dilated_attention`), no communication.
+- spanning: a segment crosses a chunk boundary. The ranks whose chunks share segments form a
+  "block" (consecutive ranks with no segment boundary between them; w = m*L gives blocks of m
+  ranks). Each rank sparsifies its k, v (only the rows the branch selects, about L*H/r of the L*H),
+  all-gathers those among its block (a process group of the block's ranks), and attends its own
+  selected queries to the gathered keys of their segment. Causal: a query sees the gathered keys of
+  earlier ranks (one non-causal kernel call) and the causal part of its own chunk (one causal call),
+  merged by log-sum-exp; no rank drops its own chunk, none attends zeros.
+Backward is exact: each kernel call's backward runs with the MERGED output and lse (the identity of
+LONGNET_NOTES.md section 1); key/value gradients of gathered rows go back to their owners by a
+reduce-scatter over the block. With r growing like w, the sparsified rows per rank (L*H/r) times
+the block size (w/L) stay constant, so bytes per rank do not grow with N.
+
+Composable with data parallelism: pass the sequence group (e.g. from `sequence_data_groups`);
+blocks are sub-groups of it. Works on gloo (CPU) and NCCL (CUDA).
+
+Benchmark (rank 0 writes the CSV; one thread per rank on CPU):
+    python -m torch.distributed.run --nproc-per-node 2 -m longnet.sequence_parallel \
+        --seq-lens 8192 16384 --out results/work/sp_p2.csv
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from .backends import default_scale, get_backend, merge_attention
+from .dilated_attention import (BlockGroup, _accumulation_dtype, _blocks, _check_inputs,
+                                _dilated_backward, _dilated_forward, _unblocks, branch_blocks,
+                                validate_branches)
+
+
+@dataclass
+class CommCounter:
+    """Bytes this rank sent and received, summed over calls (reset() between measurements).
+
+    An all-gather or reduce-scatter over m ranks of c bytes per rank counts (m - 1) * c sent and
+    (m - 1) * c received: what any bandwidth-optimal algorithm (ring, NCCL, gloo) moves per rank.
+    """
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+    collectives: int = 0
+
+    def add(self, chunk_bytes: int, ranks: int) -> None:
+        self.bytes_sent += (ranks - 1) * chunk_bytes
+        self.bytes_recv += (ranks - 1) * chunk_bytes
+        self.collectives += 1
+
+    def reset(self) -> None:
+        self.bytes_sent = self.bytes_recv = self.collectives = 0
+
+
+COMM = CommCounter()  # the default counter
+
+
+# ------------------------------------------------------------------------------------------------
+# the plan: which branches are local, and for spanning ones which rows go where (cached per shape)
+
+@dataclass
+class CallGroup:
+    """Blocks of a spanning branch that share query range [i0, i1) and block length: one or two
+    kernel calls. q indexes the local (B, L*H) rows; keys index the gathered (B, m*M) rows."""
+    q: BlockGroup
+    keys_before: BlockGroup | None  # causal: rows [0, i0) from earlier ranks (non-causal call)
+    keys_own: BlockGroup  # causal: rows [i0, i1), this rank's (causal call); else all rows
+
+
+@dataclass
+class SpanningBranch:
+    ranks: tuple[int, ...]  # the block's ranks in the sequence group
+    send_rows: torch.Tensor  # local flat rows (position * H + head) this rank sends, sorted
+    rows_per_rank: int  # M: the send buffer's length (the largest count in the block; padded)
+    calls: list[CallGroup] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    local: tuple[tuple[int, int], ...]  # branches computed on the local chunk
+    spanning: list[SpanningBranch]
+
+
+def _block_ranks(rank: int, world: int, chunk: int, w: int) -> tuple[int, ...]:
+    """Consecutive ranks around `rank` with no segment boundary between their chunks."""
+    first = rank
+    while first > 0 and (first * chunk) % w != 0:
+        first -= 1
+    last = rank
+    while last + 1 < world and ((last + 1) * chunk) % w != 0:
+        last += 1
+    return tuple(range(first, last + 1))
+
+
+@functools.lru_cache(maxsize=64)
+def make_plan(chunk: int, world: int, rank: int, heads: int, branches, causal: bool,
+              device: torch.device = torch.device("cpu")) -> Plan:
+    """Which branches are local, and the gather/attend indices of the spanning ones."""
+    n = chunk * world
+    local, spanning = [], []
+    for w, r in branches:
+        w = min(w, n)
+        if world == 1 or chunk % w == 0:
+            local.append((w, r))
+            continue
+        ranks = _block_ranks(rank, world, chunk, w)
+        me, span = rank - ranks[0], len(ranks) * chunk
+        rows_per_chunk = chunk * heads
+        # the branch's blocks over the block's range, standalone: it starts on a segment boundary
+        groups = branch_blocks(span, heads, w, r, device)
+        selected = torch.cat([g.rows.view(-1) for g in groups]).sort().values
+        owner = selected // rows_per_chunk
+        counts = torch.bincount(owner, minlength=len(ranks))
+        first_of = torch.cumsum(counts, 0) - counts  # where each rank's rows start in `selected`
+        most = int(counts.max())
+        send_rows = selected[owner == me] - me * rows_per_chunk
+
+        def gathered_index(rows: torch.Tensor) -> torch.Tensor:
+            """Block-range rows -> rows of the gathered (m * M) buffer."""
+            rank_of = rows // rows_per_chunk
+            return rank_of * most + torch.searchsorted(selected, rows) - first_of[rank_of]
+
+        calls = []
+        lo, hi = me * rows_per_chunk, (me + 1) * rows_per_chunk
+        for group in groups:
+            rows = group.rows
+            i0 = (rows < lo).sum(1)
+            i1 = (rows < hi).sum(1)
+            mine = i1 > i0
+            keys = gathered_index(rows)
+            for a, b in torch.unique(torch.stack([i0[mine], i1[mine]], 1), dim=0).tolist():
+                pick = mine & (i0 == a) & (i1 == b)
+                q = BlockGroup(rows[pick, a:b] - lo)
+                if causal:
+                    before = BlockGroup(keys[pick, :a]) if a > 0 else None
+                    calls.append(CallGroup(q, before, BlockGroup(keys[pick, a:b])))
+                else:
+                    calls.append(CallGroup(q, None, BlockGroup(keys[pick])))
+        spanning.append(SpanningBranch(ranks, send_rows, most, calls))
+    return Plan(tuple(local), spanning)
+
+
+# ------------------------------------------------------------------------------------------------
+# communication
+
+_BLOCK_GROUPS: dict[tuple[int, ...], dist.ProcessGroup] = {}
+
+
+def _block_group(group, ranks: tuple[int, ...]):
+    """The process group of a block of the sequence group's ranks (created once, by its members)."""
+    if len(ranks) == dist.get_world_size(group):
+        return group
+    global_ranks = tuple(dist.get_global_rank(group or dist.group.WORLD, r) for r in ranks)
+    if global_ranks not in _BLOCK_GROUPS:
+        _BLOCK_GROUPS[global_ranks] = dist.new_group(list(global_ranks), use_local_synchronization=True)
+    return _BLOCK_GROUPS[global_ranks]
+
+
+# torch 2.13 renamed the flat-tensor collectives; older torch has only the old names
+_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
+_reduce_scatter_flat = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
+
+
+def _all_gather(send: torch.Tensor, group, ranks: int, counter: CommCounter) -> torch.Tensor:
+    """(...) on each rank -> (ranks, ...) on every rank."""
+    out = send.new_empty(ranks * send.numel())
+    _gather_flat(out, send.contiguous().view(-1), group=group)
+    counter.add(send.numel() * send.element_size(), ranks)
+    return out.view(ranks, *send.shape)
+
+
+def _reduce_scatter(full: torch.Tensor, group, ranks: int, counter: CommCounter) -> torch.Tensor:
+    """(ranks, ...) on each rank -> this rank's (...) summed over ranks."""
+    out = full.new_empty(full[0].numel())
+    _reduce_scatter_flat(out, full.contiguous().view(-1), group=group)
+    counter.add(out.numel() * out.element_size(), ranks)
+    return out.view(full.shape[1:])
+
+
+# ------------------------------------------------------------------------------------------------
+# forward and backward
+
+def _gather_kv(k_flat, v_flat, branch: SpanningBranch, group, counter):
+    """Sparsify local k, v to the branch's rows, all-gather them over the block.
+    Returns the gathered (B, m*M, D) keys and values."""
+    batch, _, dim = k_flat.shape
+    m, most = len(branch.ranks), branch.rows_per_rank
+    send = k_flat.new_zeros(2, batch, most, dim)
+    count = len(branch.send_rows)
+    send[0, :, :count] = k_flat.index_select(1, branch.send_rows)
+    send[1, :, :count] = v_flat.index_select(1, branch.send_rows)
+    if m == 1:
+        gathered = send[None]
+    else:
+        gathered = _all_gather(send, _block_group(group, branch.ranks), m, counter)
+    # (m, 2, B, M, D) -> 2 x (B, m*M, D)
+    gathered = gathered.permute(1, 2, 0, 3, 4).reshape(2, batch, m * most, dim)
+    return gathered[0], gathered[1]
+
+
+def _spanning_calls(call: CallGroup, q_flat, k_all, v_all, causal):
+    """The kernel calls of one call group: (q, k, v, causal flag, which keys) per call."""
+    q_b = _blocks(q_flat, call.q)
+    if call.keys_before is not None:
+        yield q_b, _blocks(k_all, call.keys_before), _blocks(v_all, call.keys_before), False, call.keys_before
+    yield q_b, _blocks(k_all, call.keys_own), _blocks(v_all, call.keys_own), causal, call.keys_own
+
+
+def _forward(q, k, v, plan: Plan, causal, scale, backend, group, counter):
+    batch, chunk, heads, dim = q.shape
+    acc = _accumulation_dtype(q.dtype)
+    if plan.local:
+        out, lse, _ = _dilated_forward(q, k, v, plan.local, causal, scale, backend, keep_partials=False)
+    else:
+        out = torch.zeros(batch, chunk * heads, dim, dtype=acc, device=q.device)
+        lse = torch.full((batch, chunk * heads), float("-inf"), dtype=acc, device=q.device)
+    q_flat, k_flat, v_flat = (x.reshape(batch, chunk * heads, dim) for x in (q, k, v))
+    gathered = []
+    for branch in plan.spanning:
+        k_all, v_all = _gather_kv(k_flat, v_flat, branch, group, counter)
+        gathered.append((k_all, v_all))
+        for call in branch.calls:
+            o = l = None
+            for q_b, k_b, v_b, flag, _ in _spanning_calls(call, q_flat, k_all, v_all, causal):
+                o_c, l_c = backend.forward(q_b, k_b, v_b, flag, scale)
+                o, l = (o_c, l_c) if o is None else merge_attention(o, l, o_c, l_c)
+            rows = call.q.rows.view(-1)
+            merged = merge_attention(out.index_select(1, rows), lse.index_select(1, rows),
+                                     _unblocks(o, batch), _unblocks(l, batch))
+            out.index_copy_(1, rows, merged[0])
+            lse.index_copy_(1, rows, merged[1])
+    return out.to(q.dtype), lse, gathered
+
+
+def _backward(dout, q, k, v, out, lse, gathered, plan: Plan, causal, scale, backend, group, counter):
+    batch, chunk, heads, dim = q.shape
+    acc = _accumulation_dtype(q.dtype)
+    if plan.local:  # the core's backward with the merged out and lse is each local branch's share
+        dq, dk, dv = (g.reshape(batch, chunk * heads, dim).to(acc) for g in _dilated_backward(
+            dout, q, k, v, out, lse, [], plan.local, causal, scale, backend, exact_grad=True))
+    else:
+        dq, dk, dv = (torch.zeros(batch, chunk * heads, dim, dtype=acc, device=q.device) for _ in range(3))
+    q_flat, k_flat, v_flat = (x.reshape(batch, chunk * heads, dim) for x in (q, k, v))
+    dout_flat = dout.reshape(batch, chunk * heads, dim)
+    for branch, (k_all, v_all) in zip(plan.spanning, gathered):
+        dk_all, dv_all = (torch.zeros(k_all.shape, dtype=acc, device=q.device) for _ in range(2))
+        for call in branch.calls:
+            rows = call.q.rows.view(-1)
+            o_b, l_b, do_b = _blocks(out, call.q), _blocks(lse, call.q), _blocks(dout_flat, call.q)
+            for q_b, k_b, v_b, flag, keys in _spanning_calls(call, q_flat, k_all, v_all, causal):
+                dq_b, dk_b, dv_b = backend.backward(do_b, q_b, k_b, v_b, o_b, l_b, flag, scale)
+                dq.index_add_(1, rows, _unblocks(dq_b, batch).to(acc))
+                dk_all.index_add_(1, keys.rows.view(-1), _unblocks(dk_b, batch).to(acc))
+                dv_all.index_add_(1, keys.rows.view(-1), _unblocks(dv_b, batch).to(acc))
+        m, most = len(branch.ranks), branch.rows_per_rank
+        # 2 x (B, m*M, D) -> (m, 2, B, M, D): the reduce-scatter hands each rank its own rows
+        full = torch.stack([dk_all, dv_all]).view(2, batch, m, most, dim).permute(2, 0, 1, 3, 4)
+        mine = full[0] if m == 1 else _reduce_scatter(full, _block_group(group, branch.ranks), m, counter)
+        count = len(branch.send_rows)
+        dk.index_add_(1, branch.send_rows, mine[0, :, :count])
+        dv.index_add_(1, branch.send_rows, mine[1, :, :count])
+    return [g.view(q.shape).to(q.dtype) for g in (dq, dk, dv)]
+
+
+class _SequenceParallelFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, plan, causal, scale, backend, group, counter):
+        out, lse, gathered = _forward(q, k, v, plan, causal, scale, backend, group, counter)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.gathered = gathered  # the gathered k, v: the backward needs no second all-gather
+        ctx.config = (plan, causal, scale, backend, group, counter)
+        return out.view(q.shape)
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        grads = _backward(dout, q, k, v, out, lse, ctx.gathered, *ctx.config)
+        ctx.gathered = None
+        return (*grads, None, None, None, None, None, None)
+
+
+def sequence_parallel_dilated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                        segment_lengths, dilation_rates, *, group=None,
+                                        causal: bool = True, scale: float | None = None,
+                                        backend: str = "auto",
+                                        counter: CommCounter | None = None) -> torch.Tensor:
+    """Dilated attention over a sequence split across the ranks of `group` (None: the world).
+
+    q, k, v: this rank's chunk, (B, L, H, D), tokens [rank*L, (rank+1)*L) of a sequence of
+    N = L * P; every rank passes the same L. Returns this rank's chunk of
+    `longnet.dilated_attention(full q, k, v, ...)`, with exact gradients. Bytes communicated are
+    added to `counter` (default: `longnet.sequence_parallel.COMM`).
+    """
+    branches = validate_branches(segment_lengths, dilation_rates)
+    _check_inputs(q, k, v)
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    batch, chunk, heads, dim = q.shape
+    plan = make_plan(chunk, world, rank, heads, branches, causal, q.device)
+    if world > 1 and (chunk, group) not in _CHECKED_CHUNKS:  # once per shape: one tiny collective
+        _check_equal_chunks(chunk, group)
+        _CHECKED_CHUNKS.add((chunk, group))
+    kernel = get_backend(backend, q.device, q.dtype, dim)
+    return _SequenceParallelFunction.apply(q, k, v, plan, causal, default_scale(dim, scale), kernel,
+                                           group, counter if counter is not None else COMM)
+
+
+_CHECKED_CHUNKS: set = set()
+
+
+def _check_equal_chunks(chunk: int, group) -> None:
+    lengths = torch.zeros(dist.get_world_size(group), dtype=torch.int64)
+    mine = torch.tensor([chunk], dtype=torch.int64)
+    if dist.get_backend(group) == "nccl":
+        lengths, mine = lengths.cuda(), mine.cuda()
+    dist.all_gather_into_tensor(lengths, mine, group=group)
+    if len(set(lengths.tolist())) != 1:
+        raise ValueError(f"every rank must pass the same chunk length L = N / P; got {lengths.tolist()}")
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers for users: split a sequence, make sequence x data groups
+
+def shard_sequence(x: torch.Tensor, group=None, dim: int = 1) -> torch.Tensor:
+    """This rank's chunk of a full-sequence tensor (N must be divisible by the group's size)."""
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    n = x.shape[dim]
+    if n % world != 0:
+        raise ValueError(f"sequence length N={n} must be divisible by the number of sequence-parallel "
+                         f"ranks P={world} (allowed: multiples of {world})")
+    return x.narrow(dim, rank * (n // world), n // world)
+
+
+def sequence_data_groups(sequence_size: int):
+    """(sequence group, data group) of this rank, world = data x sequence, sequences on consecutive
+    ranks. Every rank of the world must call this (it creates all groups)."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if sequence_size < 1 or world % sequence_size != 0:
+        raise ValueError(f"sequence_size={sequence_size} must divide the world size {world}")
+    mine = {}
+    for start in range(0, world, sequence_size):
+        ranks = list(range(start, start + sequence_size))
+        made = dist.new_group(ranks)
+        if rank in ranks:
+            mine["sequence"] = made
+    for offset in range(sequence_size):
+        ranks = list(range(offset, world, sequence_size))
+        made = dist.new_group(ranks)
+        if rank in ranks:
+            mine["data"] = made
+    return mine["sequence"], mine["data"]
+
+
+# ------------------------------------------------------------------------------------------------
+# benchmark entry point (torchrun)
+
+PAPER_SEGMENTS = (2048, 4096, 8192, 16384, 32768)
+PAPER_DILATIONS = (1, 2, 4, 6, 12)
+
+
+def benchmark(seq_lens, segment_lengths=PAPER_SEGMENTS, dilation_rates=PAPER_DILATIONS, *,
+              heads: int = 8, head_dim: int = 64, batch: int = 1, causal: bool = True,
+              dtype: str = "float32", backend: str = "auto", mode: str = "fwd", warmup: int = 1,
+              repeats: int = 5, check_max_len: int = 65536, group=None) -> list[dict]:
+    """Per-rank latency, bytes and error vs the single-process result, one row per seq_len.
+
+    Call on every rank of an initialised process group; every rank returns the same rows.
+    median_ms is the slowest rank's median (the step waits for it). The single-process reference
+    runs on rank 0 for N <= check_max_len (max_abs_error_vs_single is NaN above).
+    """
+    from .dilated_attention import dilated_attention
+
+    if mode not in ("fwd", "fwd+bwd"):
+        raise ValueError(f"mode={mode!r}; allowed: fwd, fwd+bwd")
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" \
+        else torch.device("cpu")
+    torch_dtype = getattr(torch, dtype)
+    kernel = get_backend(backend, device, torch_dtype, head_dim)
+    rows = []
+    for n in seq_lens:
+        generator = torch.Generator().manual_seed(n)  # the same full inputs on every rank
+        full = [torch.randn(batch, n, heads, head_dim, generator=generator).to(device, torch_dtype)
+                for _ in range(4)]
+        q, k, v, dout = (shard_sequence(x, group).contiguous() for x in full)
+        grad = mode == "fwd+bwd"
+        q, k, v = (x.requires_grad_(grad) for x in (q, k, v))
+        counter = CommCounter()
+
+        def step():
+            if grad:
+                out = sequence_parallel_dilated_attention(
+                    q, k, v, segment_lengths, dilation_rates, group=group, causal=causal,
+                    backend=kernel.name, counter=counter)
+                out.backward(dout)
+                return out
+            with torch.no_grad():
+                return sequence_parallel_dilated_attention(
+                    q, k, v, segment_lengths, dilation_rates, group=group, causal=causal,
+                    backend=kernel.name, counter=counter)
+
+        for _ in range(warmup):
+            out = step()
+        counter.reset()
+        times = []
+        for _ in range(repeats):
+            dist.barrier(group)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            began = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append((time.perf_counter() - began) * 1e3)
+        medians = [None] * world
+        dist.all_gather_object(medians, statistics.median(times), group=group)
+        error = float("nan")
+        if n <= check_max_len:
+            pieces = [torch.empty_like(out) for _ in range(world)]
+            dist.all_gather(pieces, out.detach().contiguous(), group=group)
+            if rank == 0:
+                single = dilated_attention(*full[:3], segment_lengths, dilation_rates, causal=causal,
+                                           backend=kernel.name)
+                error = (torch.cat(pieces, 1).float() - single.float()).abs().max().item()
+        errors = [None] * world
+        dist.all_gather_object(errors, error, group=group)
+        rows.append(dict(world_size=world, seq_len=n, tokens_per_rank=n // world, batch=batch,
+                         heads=heads, head_dim=head_dim, mode=mode, dtype=dtype, causal=causal,
+                         segment_lengths=" ".join(map(str, segment_lengths)),
+                         dilation_rates=" ".join(map(str, dilation_rates)),
+                         bytes_sent_per_rank=counter.bytes_sent // repeats,
+                         bytes_recv_per_rank=counter.bytes_recv // repeats,
+                         median_ms=max(medians), min_rank_median_ms=min(medians),
+                         max_abs_error_vs_single=errors[0], backend=kernel.name,
+                         threads_per_rank=torch.get_num_threads()))
+    return rows
+
+
+def _main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Sequence-parallel dilated attention benchmark "
+                                     "(launch with torchrun; rank 0 writes the CSV)")
+    lengths = parser.add_mutually_exclusive_group(required=True)
+    lengths.add_argument("--seq-lens", type=int, nargs="+", help="total sequence lengths N")
+    lengths.add_argument("--tokens-per-rank", type=int, nargs="+", help="N = this x world size")
+    parser.add_argument("--segment-lengths", type=int, nargs="+", default=list(PAPER_SEGMENTS))
+    parser.add_argument("--dilation-rates", type=int, nargs="+", default=list(PAPER_DILATIONS))
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--no-causal", dest="causal", action="store_false")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--mode", default="fwd", choices=["fwd", "fwd+bwd"])
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--check-max-len", type=int, default=65536,
+                        help="compare with the single-process result up to this N")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per rank")
+    parser.add_argument("--out", required=True, help="CSV path (written atomically by rank 0)")
+    args = parser.parse_args(argv)
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    else:
+        torch.set_num_threads(args.threads)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        world = dist.get_world_size()
+        seq_lens = args.seq_lens or [t * world for t in args.tokens_per_rank]
+        rows = benchmark(seq_lens, args.segment_lengths, args.dilation_rates, heads=args.heads,
+                         head_dim=args.head_dim, batch=args.batch, causal=args.causal,
+                         dtype=args.dtype, backend=args.backend, mode=args.mode,
+                         warmup=args.warmup, repeats=args.repeats, check_max_len=args.check_max_len)
+        if dist.get_rank() == 0:
+            import pandas as pd
+            from .provenance import provenance
+            prov = provenance(vars(args), device="cuda" if cuda else "cpu")
+            prov["device_name"] = prov.pop("device")
+            frame = pd.DataFrame([dict(row, device="cuda" if cuda else "cpu", **prov) for row in rows])
+            out = os.path.abspath(args.out)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            tmp = f"{out}.tmp{os.getpid()}"
+            frame.to_csv(tmp, index=False)
+            os.replace(tmp, out)
+            print(frame[["world_size", "seq_len", "median_ms", "bytes_sent_per_rank",
+                         "max_abs_error_vs_single"]].to_string(index=False))
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    _main()
