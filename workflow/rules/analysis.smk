@@ -40,7 +40,7 @@ rule tables:
     log:
         f"{LOGS}/analysis/tables.log",
     script:
-        "../scripts/tables.py"
+        "../scripts/make_tables.py"
 
 
 rule figures:
@@ -52,7 +52,7 @@ rule figures:
     log:
         f"{LOGS}/analysis/figures.log",
     script:
-        "../scripts/figures.py"
+        "../scripts/draw_figures.py"
 
 
 rule provenance:
@@ -62,10 +62,11 @@ rule provenance:
         f"{RESULTS}/provenance.json",
     params:
         config=config,
+        device=DEVICE,
     log:
         f"{LOGS}/analysis/provenance.log",
     script:
-        "../scripts/provenance.py"
+        "../scripts/write_provenance.py"
 
 
 rule results_readme:
@@ -77,4 +78,4 @@ rule results_readme:
     log:
         f"{LOGS}/analysis/results_readme.log",
     script:
-        "../scripts/results_readme.py"
+        "../scripts/write_results_readme.py"

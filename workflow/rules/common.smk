@@ -22,6 +22,9 @@ WORK = config["work_dir"]
 LOGS = f"{RESULTS}/logs"
 TABLE_DIR = f"{RESULTS}/tables"
 FIGURE_DIR = f"{RESULTS}/figures"
+# "auto" resolves where the workflow is parsed: name cuda explicitly when submitting to a cluster
+DEVICE = "cuda" if config["device"] == "cuda" or (
+    config["device"] == "auto" and torch.cuda.is_available()) else "cpu"
 PYTHON = sys.executable  # the interpreter running snakemake has the project installed
 
 
@@ -58,11 +61,11 @@ def check_variants():
         except (TypeError, ValueError) as error:
             raise config_error(f"{key}.params", str(error))
         for train_len in variant["train_lens"]:
-            if config["training"]["batch_tokens"] % train_len:
+            if config["training"]["tokens_per_step"] % train_len:
                 raise config_error(f"{key}.train_lens",
-                                   f"{train_len} does not divide training.batch_tokens "
-                                   f"({config['training']['batch_tokens']}): tokens per step are "
-                                   "held constant across lengths")
+                                   f"{train_len} does not divide training.tokens_per_step "
+                                   f"({config['training']['tokens_per_step']}): tokens per step "
+                                   "are held constant across lengths")
         variants[variant["id"]] = variant
     return variants
 
@@ -73,7 +76,7 @@ def check_distributed():
         raise config_error("distributed.dilation_rates",
                            f"{len(dist['dilation_rates'])} rates for "
                            f"{len(dist['segment_lengths'])} segment lengths: one rate per segment")
-    for n in dist["seq_lens"]:
+    for n in dist.get("seq_lens", []):
         for p in dist["world_sizes"]:
             if n % p:
                 raise config_error("distributed.seq_lens",
@@ -111,8 +114,7 @@ def job_spec(wildcards):
 
 def gpus(count):
     """GPUs a job asks the scheduler for: `count` on a GPU run, none on CPU."""
-    on_gpu = config["device"] == "cuda" or (config["device"] == "auto" and torch.cuda.is_available())
-    return count if on_gpu else 0
+    return count if DEVICE == "cuda" else 0
 
 
 def as_arg(value):

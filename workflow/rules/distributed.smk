@@ -4,32 +4,39 @@
 # On CPU the ranks are gloo processes on this machine; on a cluster each P-rank job asks for P GPUs.
 
 
-def world_seq_lens(wildcards):
-    """Every configured length that P ranks can split evenly (load-time checks guarantee all)."""
-    return " ".join(str(n) for n in config["distributed"]["seq_lens"])
+def lengths_arg(wildcards):
+    """--seq-lens N... (N fixed) or --tokens-per-rank T... (N = T x P), as the config gives."""
+    dist = config["distributed"]
+    if "seq_lens" in dist:
+        return "--seq-lens " + " ".join(map(str, dist["seq_lens"]))
+    return "--tokens-per-rank " + " ".join(map(str, dist["tokens_per_rank"]))
+
+
+def ints(key):
+    return " ".join(map(str, config["distributed"][key]))
 
 
 rule sequence_parallel:
     output:
         f"{WORK}/distributed/P{{world_size}}.csv",
     params:
+        lengths=lengths_arg,
+        segments=ints("segment_lengths"),
+        dilations=ints("dilation_rates"),
         dist=config["distributed"],
-        seq_lens=world_seq_lens,
-        tmp=lambda w, output: f"{output[0]}.tmp",
-    threads: workflow.cores
+    threads: lambda w: int(w.world_size) * config["distributed"]["threads_per_rank"]
     resources:
         gpu=lambda w: gpus(int(w.world_size)),
     log:
         f"{LOGS}/distributed/P{{world_size}}.log",
     shell:
-        "OMP_NUM_THREADS={params.dist[threads_per_rank]} {PYTHON} -m torch.distributed.run"
-        " --standalone --nproc-per-node {wildcards.world_size} -m longnet.sequence_parallel"
-        " --seq-lens {params.seq_lens}"
-        " --segment-lengths {params.dist[segment_lengths]}"
-        " --dilation-rates {params.dist[dilation_rates]}"
+        "{PYTHON} -m torch.distributed.run --standalone --nproc-per-node {wildcards.world_size}"
+        " -m longnet.sequence_parallel {params.lengths}"
+        " --segment-lengths {params.segments} --dilation-rates {params.dilations}"
         " --heads {params.dist[heads]} --head-dim {params.dist[head_dim]}"
-        " --repeats {params.dist[repeats]} --backend {params.dist[backend]}"
-        " --out {params.tmp} > {log} 2>&1 && mv {params.tmp} {output}"
+        " --mode {params.dist[mode]} --warmup {params.dist[warmup]}"
+        " --repeats {params.dist[repeats]} --check-max-len {params.dist[check_max_len]}"
+        " --threads {params.dist[threads_per_rank]} --out {output} > {log} 2>&1"
 
 
 rule project_latency:

@@ -14,11 +14,13 @@ rule evaluate:
     params:
         evaluation=config["evaluation"],
         spec=job_spec,
-        device=config["device"],
+        device=DEVICE,
+        seed=config["seed"],
+        modules=config["extra_modules"],
     threads: config["training"]["threads"]
     resources:
         gpu=gpus(1),
     log:
         f"{LOGS}/evaluate/{{variant}}_L{{train_len}}.log",
     script:
-        "../scripts/evaluate.py"
+        "../scripts/evaluate_model.py"

@@ -10,11 +10,11 @@ rule profile:
     params:
         spec=lambda w: VARIANTS[w.variant],
         profile=config["profile"],
-        device=config["device"],
-    threads: workflow.cores
+        device=DEVICE,
+    threads: config["profile"]["threads"] or workflow.cores
     resources:
         gpu=gpus(1),
     log:
         f"{LOGS}/profile/{{variant}}.log",
     script:
-        "../scripts/profile.py"
+        "../scripts/profile_attention.py"

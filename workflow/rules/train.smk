@@ -8,10 +8,11 @@
 
 
 def train_cfg(wildcards):
+    """longnet.train's TrainConfig for one model: the config's training section plus the job."""
     spec = job_spec(wildcards)
     cfg = {key: value for key, value in config["training"].items() if key not in ("nproc", "threads")}
-    cfg.update(variant=spec["variant"], params=spec["params"], seq_len=spec["train_len"],
-               seed=config["seed"], device=config["device"], extra_modules=config["extra_modules"])
+    cfg.update(attention=spec["variant"], attention_params=spec["params"],
+               seq_len=spec["train_len"], seed=config["seed"], device=DEVICE, progress=False)
     return cfg
 
 
@@ -34,7 +35,8 @@ rule train:
         cfg=lambda w: as_arg(train_cfg(w)),
         state_dir=lambda w: f"{model_dir(w)}/state-{config_hash(train_cfg(w))}",
         launcher=train_launcher,
-        script=workflow.source_path("../scripts/train.py"),
+        modules=as_arg(config["extra_modules"]),
+        script=f"{workflow.basedir}/workflow/scripts/train_model.py",
     threads: config["training"]["nproc"] * config["training"]["threads"]
     resources:
         gpu=gpus(config["training"]["nproc"]),
@@ -42,5 +44,6 @@ rule train:
         f"{LOGS}/train/{{variant}}_L{{train_len}}.log",
     shell:
         "{params.launcher} {params.script} --cfg {params.cfg} --threads {config[training][threads]}"
+        " --modules {params.modules}"
         " --data-dir $(dirname {input.manifest}) --state-dir {params.state_dir}"
         " --out-dir $(dirname {output.checkpoint}) > {log} 2>&1"

@@ -5,8 +5,8 @@ from analysis.io import write_csv
 from longnet.profiling import sweep
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake global)
-spec, profile, device = (snakemake.params.spec, snakemake.params.profile,  # noqa: F821
-                         snakemake.params.device)
+spec, device = snakemake.params.spec, snakemake.params.device  # noqa: F821
+profile = {k: v for k, v in snakemake.params.profile.items() if k != "threads"}  # noqa: F821
 df = sweep([{"name": spec["name"], "params": spec["params"]}], device=device,
            threads=snakemake.threads, progress=True, **profile)  # noqa: F821
 df["variant"] = spec["id"]  # the config's name for this variant: the key of every table
