@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from baselines.longnet import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
+
 from .backends import default_scale, get_backend, merge_attention
-from .dilated_attention import (BlockGroup, _accumulation_dtype, _blocks, _check_inputs,
-                                _dilated_backward, _dilated_forward, _unblocks, branch_blocks,
-                                validate_branches)
+from .dilated_attention import (BlockGroup, _accumulation_dtype, _check_inputs, _dilated_backward,
+                                _dilated_forward, _unblocks, branch_blocks, validate_branches)
 
 
 @dataclass
@@ -190,6 +191,12 @@ def _reduce_scatter(full: torch.Tensor, group, ranks: int, counter: CommCounter)
 
 # ------------------------------------------------------------------------------------------------
 # forward and backward
+
+def _blocks(x_flat: torch.Tensor, group: BlockGroup) -> torch.Tensor:
+    """A group's rows of a (B, rows, ...) tensor in kernel layout (B*n_blocks, 1, length, ...)."""
+    gathered = x_flat.index_select(1, group.rows.view(-1))
+    return gathered.view(x_flat.shape[0] * group.n_blocks, 1, group.length, *x_flat.shape[2:])
+
 
 def _gather_kv(k_flat, v_flat, branch: SpanningBranch, group, counter):
     """Sparsify local k, v to the branch's rows, all-gather them over the block.
@@ -364,11 +371,7 @@ def sequence_data_groups(sequence_size: int):
 # ------------------------------------------------------------------------------------------------
 # benchmark entry point (torchrun)
 
-PAPER_SEGMENTS = (2048, 4096, 8192, 16384, 32768)
-PAPER_DILATIONS = (1, 2, 4, 6, 12)
-
-
-def benchmark(seq_lens, segment_lengths=PAPER_SEGMENTS, dilation_rates=PAPER_DILATIONS, *,
+def benchmark(seq_lens, segment_lengths=PAPER_SEGMENT_LENGTHS, dilation_rates=PAPER_DILATION_RATES, *,
               heads: int = 8, head_dim: int = 64, batch: int = 1, causal: bool = True,
               dtype: str = "float32", backend: str = "auto", mode: str = "fwd", warmup: int = 1,
               repeats: int = 5, check_max_len: int = 65536, group=None) -> list[dict]:
@@ -452,8 +455,8 @@ def _main(argv=None) -> None:
     lengths = parser.add_mutually_exclusive_group(required=True)
     lengths.add_argument("--seq-lens", type=int, nargs="+", help="total sequence lengths N")
     lengths.add_argument("--tokens-per-rank", type=int, nargs="+", help="N = this x world size")
-    parser.add_argument("--segment-lengths", type=int, nargs="+", default=list(PAPER_SEGMENTS))
-    parser.add_argument("--dilation-rates", type=int, nargs="+", default=list(PAPER_DILATIONS))
+    parser.add_argument("--segment-lengths", type=int, nargs="+", default=list(PAPER_SEGMENT_LENGTHS))
+    parser.add_argument("--dilation-rates", type=int, nargs="+", default=list(PAPER_DILATION_RATES))
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--batch", type=int, default=1)
