@@ -14,6 +14,7 @@ and a sha256 of every packed array, so two runs can check they trained on the sa
 
 import hashlib
 import json
+import math
 import os
 import sys
 import sysconfig
@@ -198,8 +199,9 @@ def prepare_corpus(out_dir, source="stdlib", path=None, tokenizer="byte", max_by
                `path` with one of `extensions`) or "hf" (a Hugging Face dataset: `path` is a
                save_to_disk directory or a hub name, rows' `text_column` is the document).
     tokenizer: "byte" (vocabulary 256) or "cl100k_base" (tiktoken, the paper's).
-    max_bytes: stop reading documents once this many bytes of text were read (None: all). Documents
-               are taken in order of their path hash, so a cap samples the whole corpus evenly.
+    max_bytes: read about this many bytes of text (None: all), each split its share: a split takes
+               documents until it holds its share of max_bytes. Documents are taken in order of
+               their path hash, so a cap samples the whole corpus evenly.
     fractions: train / validation / test shares of documents, assigned by path hash.
     """
     if source not in SOURCES:
@@ -228,13 +230,15 @@ def prepare_corpus(out_dir, source="stdlib", path=None, tokenizer="byte", max_by
     parts = {s: [] for s in SPLITS}
     stats = {s: {"documents": 0, "bytes": 0} for s in SPLITS}
     eos = np.array([tok.eos_id], dtype=np.int64)
-    total_bytes = 0
+    budget = {s: (f * max_bytes if max_bytes is not None else math.inf)
+              for s, f in zip(SPLITS, fractions)}
     for doc_path, text in docs:
-        if max_bytes is not None and total_bytes >= max_bytes:
-            break
-        n_bytes = len(text.encode("utf-8", errors="replace"))
-        total_bytes += n_bytes
         s = split_of(doc_path, fractions)
+        if stats[s]["bytes"] >= budget[s]:
+            if all(stats[t]["bytes"] >= budget[t] for t in SPLITS):
+                break
+            continue
+        n_bytes = len(text.encode("utf-8", errors="replace"))
         parts[s] += [tok.encode_array(text), eos]
         stats[s]["documents"] += 1
         stats[s]["bytes"] += n_bytes

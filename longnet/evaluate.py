@@ -215,8 +215,10 @@ def passkey_prompt(tokenizer, context_len: int, depth: float, key: str):
         raise ValueError(f"context_len={context_len} is too short for the passkey prompt "
                          f"(needs at least {context_len - n_filler})")
     unit = tokenizer.encode(PASSKEY_FILLER)
-    filler = (unit * (n_filler // len(unit) + 1))[:n_filler]
-    at = round(depth * n_filler)
+    whole, part = divmod(n_filler, len(unit))
+    # whole filler lines after a partial first one; the needle goes between two lines
+    filler = unit[len(unit) - part:] + unit * whole
+    at = part + round(depth * whole) * len(unit)
     return filler[:at] + needle + filler[at:] + query, answer
 
 
