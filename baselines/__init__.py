@@ -18,10 +18,10 @@ import importlib
 import inspect
 import pkgutil
 
-from baselines._base import AttentionVariant, check, check_positive_int
+from baselines._base import AttentionVariant, check, check_backend, check_positive_int
 
-__all__ = ["AttentionVariant", "available", "build", "check", "check_positive_int", "load_modules",
-           "param_defaults", "register"]
+__all__ = ["AttentionVariant", "available", "build", "check", "check_backend", "check_positive_int",
+           "load_modules", "param_defaults", "register"]
 
 _VARIANTS: dict[str, type[AttentionVariant]] = {}
 

@@ -6,6 +6,8 @@ import inspect
 import torch
 from torch import nn
 
+from longnet.backends import BACKENDS
+
 
 def check(variant: str, param: str, value, ok: bool, allowed: str) -> None:
     """Raise ValueError naming the variant, the param, its value and what is allowed."""
@@ -19,6 +21,12 @@ def check_positive_int(variant: str, param: str, value) -> None:
           and value >= 1, "an int >= 1")
 
 
+def check_backend(variant: str, backend) -> None:
+    """A kernel name of longnet.backends (whether it runs on this machine is checked at call)."""
+    allowed = ["auto", *BACKENDS]
+    check(variant, "backend", backend, backend in allowed, ", ".join(allowed))
+
+
 class AttentionVariant(nn.Module):
     """Parameter-free attention: (B, N, H, D) q, k, v in, (B, N, H, D) out.
 
@@ -27,6 +35,9 @@ class AttentionVariant(nn.Module):
     """
 
     name = "?"  # set by @register
+    # params (with num_heads=4) that show the pattern at N < 100: the conformance suite in
+    # tests/test_baselines.py runs these besides the defaults
+    small_params: tuple[dict, ...] = ()
 
     def __init__(self, num_heads: int):
         super().__init__()

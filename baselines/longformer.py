@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from baselines import AttentionVariant, check, check_positive_int, register
+from baselines import AttentionVariant, check, check_backend, check_positive_int, register
 from baselines._blocks import (BlockSparseVariant, band_pairs, band_pieces, flat_rows, group_blocks,
                                query_key_grid)
 from longnet.flops import attention_flops, causal_pairs
@@ -22,9 +22,12 @@ from longnet.flops import attention_flops, causal_pairs
 
 @register("longformer")
 class Longformer(BlockSparseVariant, AttentionVariant):
+    small_params = ({"window": 3}, {"window": 2, "dilation": [1, 2, 3, 1], "global_tokens": 2})
+
     def __init__(self, num_heads: int, window: int = 512, dilation: int | list[int] = 1,
                  global_tokens: int = 0, backend: str = "auto"):
         super().__init__(num_heads)
+        check_backend(self.name, backend)
         check(self.name, "window", window, isinstance(window, int) and not isinstance(window, bool)
               and window >= 0, "an int >= 0 (keys on each side of the query)")
         dilations = [dilation] * num_heads if isinstance(dilation, int) else list(dilation)

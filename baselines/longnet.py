@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from baselines import AttentionVariant, check, register
+from baselines import AttentionVariant, check, check_backend, register
 from baselines._blocks import query_key_grid
 from longnet import dilated_attention
 from longnet.dilated_attention import validate_branches
@@ -19,10 +19,14 @@ PAPER_DILATION_RATES = [1, 2, 4, 6, 12]
 
 @register("longnet")
 class LongNet(AttentionVariant):
+    small_params = ({"segment_lengths": [4, 8, 16], "dilation_rates": [1, 2, 4]},
+                    {"segment_lengths": [6, 12], "dilation_rates": [2, 3]})
+
     def __init__(self, num_heads: int, segment_lengths: list[int] = PAPER_SEGMENT_LENGTHS,
                  dilation_rates: list[int] = PAPER_DILATION_RATES, exact_grad: bool = True,
                  backend: str = "auto"):
         super().__init__(num_heads)
+        check_backend(self.name, backend)
         try:
             validate_branches(segment_lengths, dilation_rates)
         except ValueError as error:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from baselines import AttentionVariant, check, check_positive_int, register
+from baselines import AttentionVariant, check, check_backend, check_positive_int, register
 from baselines._blocks import BlockSparseVariant, flat_rows, group_blocks, query_key_grid
 from baselines.longnet import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
 from longnet.flops import attention_flops, causal_pairs, dilated_attention_flops
@@ -25,9 +25,12 @@ log = logging.getLogger(__name__)
 
 @register("sparse_fixed")
 class SparseFixed(BlockSparseVariant, AttentionVariant):
+    small_params = ({"block": 8, "summary": 2}, {"block": 5, "summary": 3})
+
     def __init__(self, num_heads: int, block: int = 2048, summary: int = 128,
                  backend: str = "auto"):
         super().__init__(num_heads)
+        check_backend(self.name, backend)
         check_positive_int(self.name, "block", block)
         check_positive_int(self.name, "summary", summary)
         check(self.name, "summary", summary, summary <= block, f"an int in 1..block ({block})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from baselines import AttentionVariant, check_positive_int, register
+from baselines import AttentionVariant, check_backend, check_positive_int, register
 from baselines._blocks import (BlockSparseVariant, band_pairs, band_pieces, flat_rows, group_blocks,
                                query_key_grid)
 from longnet.flops import attention_flops
@@ -17,8 +17,11 @@ from longnet.flops import attention_flops
 
 @register("sparse_strided")
 class SparseStrided(BlockSparseVariant, AttentionVariant):
+    small_params = ({"stride": 4},)
+
     def __init__(self, num_heads: int, stride: int = 128, backend: str = "auto"):
         super().__init__(num_heads)
+        check_backend(self.name, backend)
         check_positive_int(self.name, "stride", stride)
         self.stride, self.backend = stride, backend
 
