@@ -88,15 +88,30 @@ def branch_blocks(n: int, heads: int, segment_length: int, dilation_rate: int,
     return tuple(BlockGroup(torch.cat(parts)) for _, parts in sorted(by_length.items()))
 
 
-def _blocks(x_flat: torch.Tensor, group: BlockGroup) -> torch.Tensor:
-    """Gather a group's rows of a (B, N*H, ...) tensor into kernel layout (B*n_blocks, 1, L, ...)."""
-    batch = x_flat.shape[0]
-    gathered = x_flat.index_select(1, group.rows.view(-1))
-    return gathered.view(batch * group.n_blocks, 1, group.length, *x_flat.shape[2:])
+class _BlockGatherer:
+    """Gathers a block group's rows into kernel layout (B*n_blocks, 1, L, ...), reusing one
+    buffer per slot across groups and branches: on CPU, a fresh large allocation page-faults on
+    first touch, which costs as much as the copy itself."""
+
+    def __init__(self, batch: int, max_rows: int):
+        self.batch, self.max_rows = batch, max_rows
+        self.buffers: dict[int, torch.Tensor] = {}
+
+    def __call__(self, slot: int, x_flat: torch.Tensor, group: BlockGroup) -> torch.Tensor:
+        tail = x_flat.shape[2:]
+        width = x_flat[0, 0].numel()
+        buffer = self.buffers.get(slot)
+        if buffer is None or buffer.dtype != x_flat.dtype:
+            buffer = self.buffers[slot] = torch.empty(self.batch * self.max_rows * width, dtype=x_flat.dtype,
+                                                      device=x_flat.device)
+        rows = group.rows.view(-1)
+        gathered = buffer[: self.batch * len(rows) * width].view(self.batch, len(rows), *tail)
+        torch.index_select(x_flat, 1, rows, out=gathered)
+        return gathered.view(self.batch * group.n_blocks, 1, group.length, *tail)
 
 
 def _unblocks(x: torch.Tensor, batch: int) -> torch.Tensor:
-    """Inverse layout of _blocks: (B*n_blocks, 1, L, ...) -> (B, n_blocks*L, ...)."""
+    """Inverse layout of the gatherer: (B*n_blocks, 1, L, ...) -> (B, n_blocks*L, ...)."""
     return x.reshape(batch, -1, *x.shape[3:])
 
 
@@ -104,30 +119,66 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+# Rows (times batch) per kernel call. Blocks are independent, so a branch runs in chunks of whole
+# blocks: buffers stay bounded whatever N is (memory is then q, k, v, out and their gradients:
+# linear in N), and on CPU a 16 MB chunk stays under glibc's mmap threshold, so the kernel's
+# outputs reuse freed heap instead of page-faulting fresh memory on every call.
+CHUNK_ROWS = {"cpu": 1 << 16, "cuda": 1 << 22}
+
+
+def _plan(n: int, heads: int, batch: int, branches, device):
+    """Chunks of block groups for every branch, an r = 1 branch first when there is one: it selects
+    every row exactly once, so it initialises the accumulators by plain copies (no zero fill, no
+    merge). Mixing is a sum, so the order changes nothing but rounding."""
+    ordered = sorted(branches, key=lambda branch: branch[1] != 1)
+    chunk_rows = CHUNK_ROWS.get(torch.device(device).type, 1 << 20) // batch
+    plan = []
+    for w, r in ordered:
+        chunks = []
+        for group in branch_blocks(n, heads, w, r, device):
+            step = max(1, chunk_rows // group.length)
+            chunks += [BlockGroup(group.rows[i:i + step]) for i in range(0, group.n_blocks, step)]
+        plan.append(chunks)
+    max_rows = max((chunk.rows.numel() for chunks in plan for chunk in chunks), default=0)
+    return plan, ordered[0][1] == 1, max_rows
+
+
 def _dilated_forward(q, k, v, branches, causal, scale, backend: Backend, keep_partials: bool):
     """Merged (out, lse) over the flat (B, N*H) row space, plus each block group's own (o, lse)
     when keep_partials (the detached-weights backward needs them)."""
     batch, n, heads, dim = q.shape
     acc = _accumulation_dtype(q.dtype)
+    plan, first_covers_all, max_rows = _plan(n, heads, batch, branches, q.device)
     q_flat, k_flat, v_flat = (x.reshape(batch, n * heads, dim) for x in (q, k, v))
-    out = torch.zeros(batch, n * heads, dim, dtype=acc, device=q.device)
-    lse = torch.full((batch, n * heads), float("-inf"), dtype=acc, device=q.device)
+    if first_covers_all:
+        out = torch.empty(batch, n * heads, dim, dtype=acc, device=q.device)
+        lse = torch.empty(batch, n * heads, dtype=acc, device=q.device)
+    else:  # rows no branch selects stay (0, -inf)
+        out = torch.zeros(batch, n * heads, dim, dtype=acc, device=q.device)
+        lse = torch.full((batch, n * heads), float("-inf"), dtype=acc, device=q.device)
+    gather = _BlockGatherer(batch, max_rows)
     partials = []
-    for branch_number, (w, r) in enumerate(branches):
-        for group in branch_blocks(n, heads, w, r, q.device):
+    for branch_number, groups in enumerate(plan):
+        for group in groups:
             rows = group.rows.view(-1)
-            o, l = backend.forward(_blocks(q_flat, group), _blocks(k_flat, group), _blocks(v_flat, group),
+            o, l = backend.forward(gather(0, q_flat, group), gather(1, k_flat, group), gather(2, v_flat, group),
                                    causal, scale)
-            o, l = _unblocks(o, batch), _unblocks(l, batch)
+            o, l = _unblocks(o, batch), _unblocks(l, batch).to(acc)
             if keep_partials:
                 partials.append((o, l))
             if branch_number == 0:  # nothing to merge with yet: the first branch's rows are disjoint
                 out.index_copy_(1, rows, o.to(acc))
-                lse.index_copy_(1, rows, l.to(acc))
-            else:
-                merged_o, merged_l = merge_attention(out.index_select(1, rows), lse.index_select(1, rows), o, l)
-                out.index_copy_(1, rows, merged_o)
-                lse.index_copy_(1, rows, merged_l)
+                lse.index_copy_(1, rows, l)
+                continue
+            # running log-sum-exp merge, in place on the gathered accumulator rows; a selected row
+            # always sees at least itself, so l is finite and the merged lse is too
+            out_rows = _unblocks(gather(3, out, group), batch)
+            lse_rows = lse.index_select(1, rows)
+            merged_lse = torch.logaddexp(lse_rows, l)
+            o = o.to(acc, copy=keep_partials)
+            out_rows.mul_(torch.exp(lse_rows - merged_lse)[..., None]).add_(o.mul_(torch.exp(l - merged_lse)[..., None]))
+            out.index_copy_(1, rows, out_rows)
+            lse.index_copy_(1, rows, merged_lse)
     return out, lse, partials
 
 
@@ -135,29 +186,35 @@ def _dilated_backward(dout, q, k, v, out, lse, partials, branches, causal, scale
                       exact_grad: bool):
     batch, n, heads, dim = q.shape
     acc = _accumulation_dtype(q.dtype)
+    plan, first_covers_all, max_rows = _plan(n, heads, batch, branches, q.device)
     q_flat, k_flat, v_flat = (x.reshape(batch, n * heads, dim) for x in (q, k, v))
     dout_flat = dout.reshape(batch, n * heads, dim)
-    grads = [torch.zeros(batch, n * heads, dim, dtype=acc, device=q.device) for _ in range(3)]
+    make = torch.empty if first_covers_all else torch.zeros
+    grads = [make(batch, n * heads, dim, dtype=acc, device=q.device) for _ in range(3)]
+    gather = _BlockGatherer(batch, max_rows)
     partial_iter = iter(partials)
-    for w, r in branches:
-        for group in branch_blocks(n, heads, w, r, q.device):
+    for branch_number, groups in enumerate(plan):
+        for group in groups:
             rows = group.rows.view(-1)
-            q_b, k_b, v_b = _blocks(q_flat, group), _blocks(k_flat, group), _blocks(v_flat, group)
+            q_b, k_b, v_b = gather(0, q_flat, group), gather(1, k_flat, group), gather(2, v_flat, group)
             if exact_grad:
                 # the identity: this block's backward with the merged output and merged lse
-                block_out, block_lse = _blocks(out, group), _blocks(lse, group)
-                block_dout = _blocks(dout_flat, group)
+                block_out, block_lse = gather(3, out, group), gather(4, lse, group)
+                block_dout = gather(5, dout_flat, group)
             else:
                 # official code: out = sum_i stopgrad(a_i) * o_i, so o_i receives a_i * dout
                 own_out, own_lse = next(partial_iter)
-                weight = torch.exp(own_lse.to(acc) - lse.index_select(1, rows))
+                weight = torch.exp(own_lse - lse.index_select(1, rows))
                 block_dout = (dout_flat.index_select(1, rows).to(acc) * weight[..., None]).to(q.dtype)
                 block_dout = block_dout.view(q_b.shape)
                 block_out = own_out.reshape(q_b.shape)
                 block_lse = own_lse.reshape(q_b.shape[:-1])
             block_grads = backend.backward(block_dout, q_b, k_b, v_b, block_out, block_lse, causal, scale)
             for grad, block_grad in zip(grads, block_grads):
-                grad.index_add_(1, rows, _unblocks(block_grad, batch).to(acc))
+                if branch_number == 0 and first_covers_all:
+                    grad.index_copy_(1, rows, _unblocks(block_grad, batch).to(acc))
+                else:
+                    grad.index_add_(1, rows, _unblocks(block_grad, batch).to(acc))
     return [g.view(batch, n, heads, dim).to(q.dtype) for g in grads]
 
 
