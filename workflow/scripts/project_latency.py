@@ -1,16 +1,28 @@
-"""Snakemake job: project per-device latency toward 1B tokens (longnet.cost_model.project)."""
+"""Snakemake job: per-device latency projected toward 1B tokens over each configured link, and the
+cost model checked against the measured multi-rank runs (longnet.cost_model)."""
 import sys
 
 import pandas as pd
 
 from analysis.io import write_csv
-from longnet.cost_model import project
+from analysis.tables import read_csvs
+from longnet.cost_model import MODELLED, project, validate
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake global)
-cost = snakemake.params.cost_model  # noqa: F821
-measured = pd.concat([pd.read_csv(p) for p in snakemake.input.measured], ignore_index=True)  # noqa: F821
-profile = pd.concat([pd.read_csv(p) for p in snakemake.input.profile], ignore_index=True)  # noqa: F821
-df = project(profile=profile, distributed=measured, seq_lens=cost["seq_lens"],
-             tokens_per_device=cost["tokens_per_device"], link=cost["links"][cost["link"]])
-df["link"] = cost["link"]
-write_csv(df, snakemake.output[0])  # noqa: F821
+cost, variants = snakemake.params.cost_model, snakemake.params.variants  # noqa: F821
+profile = read_csvs(snakemake.input.profile)  # noqa: F821
+# the rates of the first configured variant of each modelled kind, under the kind's name
+first_id = {}
+for v in variants:
+    first_id.setdefault(v["name"], v["id"])
+modelled = [name for name in MODELLED if first_id.get(name) in set(profile["variant"])]
+measured = profile[profile["variant"].isin([first_id[name] for name in modelled])]
+measured = measured.assign(variant=measured["variant"].map({first_id[n]: n for n in modelled}))
+shape = {key: cost[key] for key in ("segment_lengths", "dilation_rates", "extend_schedule",
+                                    "heads", "head_dim", "dtype", "mode")}
+frames = [project(measured, cost["seq_lens"], cost["tokens_per_device"], link, variants=modelled,
+                  **shape).assign(link=name)
+          for name, link in cost["links"].items()]
+frames.append(validate(read_csvs(snakemake.input.measured), link=cost["validation_link"])  # noqa: F821
+              .assign(link="validation_link", variant="longnet"))
+write_csv(pd.concat(frames, ignore_index=True), snakemake.output[0])  # noqa: F821
