@@ -183,12 +183,15 @@ def project(measured, seq_lens, tokens_per_device: int, link="nvlink", *,
     return pd.DataFrame(rows).assign(kind="projected", dtype=dtype, extend_schedule=extend_schedule)
 
 
-def validate(distributed, link="gloo_loopback", rate_gflops: float | None = None):
+def validate(distributed, link="gloo_loopback", rate_gflops: float | None = None,
+             cores: int | None = None):
     """Projection vs measurement for each row of sequence-parallel benchmark CSVs (concatenated).
 
     The rate is calibrated on the world_size == 1 rows (longest N) unless given, so the P > 1 rows
-    test the model's scaling and communication terms. Returns the rows with measured_ms,
-    projected_ms, compute_ms, comm_ms and error = projected / measured - 1, kind="validation".
+    test the model's scaling and communication terms. cores: when the ranks shared a CPU of this
+    many cores, compute is slowed by max(1, ranks x threads_per_rank / cores) (4 one-thread ranks
+    on 2 cores run at half speed). Returns the rows with measured_ms, projected_ms, compute_ms,
+    comm_ms and error = projected / measured - 1, kind="validation".
     """
     import pandas as pd
 
@@ -201,19 +204,23 @@ def validate(distributed, link="gloo_loopback", rate_gflops: float | None = None
         flops, _ = rank_cost("longnet", int(m["seq_len"]), int(m["world_size"]), **shape)
         if m["mode"] == "fwd+bwd":
             flops *= 1.0 + BACKWARD_FACTOR
+        threads = int(m.get("threads_per_rank", 1))
+        share = max(1.0, int(m["world_size"]) * threads / cores) if cores else 1.0
         rows.append(dict(seq_len=int(m["seq_len"]), devices=int(m["world_size"]),
                          measured_ms=float(m["median_ms"]), mode=m["mode"], shape=shape,
-                         flops_per_device=flops))
+                         flops_per_device=flops, oversubscription=share))
     if rate_gflops is None:
         single = [r for r in rows if r["devices"] == 1]
         if not single:
             raise ValueError("no world_size == 1 rows to calibrate the rate on; pass rate_gflops")
         longest = max(single, key=lambda r: r["seq_len"])
-        rate_gflops = longest["flops_per_device"] / (longest["measured_ms"] * 1e-3) / 1e9
+        rate_gflops = (longest["flops_per_device"] / longest["oversubscription"]
+                       / (longest["measured_ms"] * 1e-3) / 1e9)
     out = []
     for r in rows:
-        p = point("longnet", r["seq_len"], r["devices"], rate_gflops, link, r["mode"], **r["shape"])
-        out.append(dict(p, measured_ms=r["measured_ms"],
+        p = point("longnet", r["seq_len"], r["devices"], rate_gflops / r["oversubscription"], link,
+                  r["mode"], **r["shape"])
+        out.append(dict(p, measured_ms=r["measured_ms"], oversubscription=r["oversubscription"],
                         error=p["projected_ms"] / r["measured_ms"] - 1.0))
     return pd.DataFrame(out).assign(kind="validation")
 

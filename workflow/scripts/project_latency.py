@@ -1,5 +1,6 @@
 """Snakemake job: per-device latency projected toward 1B tokens over each configured link, and the
 cost model checked against the measured multi-rank runs (longnet.cost_model)."""
+import os
 import sys
 
 import pandas as pd
