@@ -48,36 +48,49 @@ def _plot_models(ax, df: pd.DataFrame, x: str, y: str) -> None:
 def figure5_latency(latency: pd.DataFrame, distributed: pd.DataFrame,
                     projected: pd.DataFrame):
     """Forward latency vs N: measured on one device by variant, measured per rank by device count,
-    and the cost model's projection by device count (dashed)."""
+    and the cost model's projection as devices are added (dashed, devices annotated)."""
     fig, (ax,) = _axes("Figure 5: attention forward latency", "sequence length N (tokens)",
-                       "latency per sequence (ms)")
+                       "latency per sequence and device (ms)")
     empty = latency.empty and distributed.empty and projected.empty
+    colors = {}
+
+    def color(variant):
+        return colors.setdefault(variant, f"C{len(colors)}")
+
     if not latency.empty:
         ok = latency[(latency["status"] == "ok") & (latency["mode"] == "fwd")]
         for variant, cells in ok.groupby("variant"):
             cells = cells.sort_values("seq_len")
             ax.plot(cells["seq_len"], cells["median_ms"] / cells["batch"], "o-",
-                    label=f"{variant}, 1 device (measured)")
+                    color=color(variant), label=f"{variant}, 1 device (measured)")
     if not distributed.empty:
         for p, runs in distributed.groupby("world_size"):
             runs = runs.sort_values("seq_len")
-            ax.plot(runs["seq_len"], runs["median_ms"], "s-", label=f"longnet, {p} ranks (measured)")
+            ax.plot(runs["seq_len"], runs["median_ms"], "s-", color=color(f"ranks{p}"),
+                    label=f"longnet, {p} ranks (measured)")
+    projected = projected[projected["kind"] == "projected"] if len(projected) else projected
     if not projected.empty:
-        for (variant, link), runs in projected.groupby(["variant", "link"]):
-            runs = runs.sort_values("seq_len")
-            ax.plot(runs["seq_len"], runs["median_ms"], "--",
-                    label=f"{variant}, N/{runs['tokens_per_device'].iloc[0]} devices, {link} "
-                          "(projected)")
+        for i, (link, by_link) in enumerate(projected.groupby("link")):
+            for variant, runs in by_link.groupby("variant"):
+                runs = runs.sort_values("seq_len")
+                ax.plot(runs["seq_len"], runs["projected_ms"], linestyle=(0, (6, 2 + 2 * i)),
+                        color=color(variant), label=f"{variant}, {link} (projected)")
+                if i == 0:
+                    for n, ms, devices in zip(runs["seq_len"], runs["projected_ms"],
+                                              runs["devices"]):
+                        ax.annotate(f"{devices}", (n, ms), fontsize=6, xytext=(2, 3),
+                                    textcoords="offset points", color=color(variant))
+        ax.set_title("dashed: projected, numbers = devices", fontsize=8)
     return _finish(fig, [ax], empty, "latency measurements")
 
 
 def figure6_loss_vs_compute(curve: pd.DataFrame):
-    """Validation loss against training FLOPs, one line per trained model."""
-    fig, (ax,) = _axes("Figure 6: loss vs training compute", "training FLOPs", "validation loss",
+    """Test loss against training FLOPs, one line per trained model."""
+    fig, (ax,) = _axes("Figure 6: loss vs training compute", "training FLOPs", "test loss",
                        logy=False)
     ax.set_xscale("log")
     if not curve.empty:
-        _plot_models(ax, curve, "flops", "loss")
+        _plot_models(ax, curve, "train_flops", "val_loss")
     return _finish(fig, [ax], curve.empty, "compute curves")
 
 

@@ -10,24 +10,23 @@ rule attention_graph:
     params:
         spec=lambda w: VARIANTS[w.variant],
         graph=config["attention_graph"],
+        modules=config["extra_modules"],
     log:
         f"{LOGS}/attention_graph/{{variant}}.log",
+    conda:
+        ENV
     script:
         "../scripts/attention_graph.py"
-
-
-def trained(path):
-    return [path.format(WORK=WORK, variant=v, train_len=L) for v, L in TRAINED]
 
 
 rule tables:
     input:
         profile=expand(f"{WORK}/profile/{{variant}}.csv", variant=PROFILED),
-        perplexity=trained("{WORK}/eval/{variant}/L{train_len}/perplexity.csv"),
-        context_window=trained("{WORK}/eval/{variant}/L{train_len}/context_window.csv"),
-        passkey=trained("{WORK}/eval/{variant}/L{train_len}/passkey.csv"),
-        compute_curve=trained("{WORK}/train/{variant}/L{train_len}/compute_curve.csv"),
-        metrics=trained("{WORK}/train/{variant}/L{train_len}/metrics.csv"),
+        perplexity=trained_paths("{WORK}/eval/{variant}/L{train_len}/perplexity.csv"),
+        context_window=trained_paths("{WORK}/eval/{variant}/L{train_len}/context_window.csv"),
+        passkey=trained_paths("{WORK}/eval/{variant}/L{train_len}/passkey.csv"),
+        compute_curve=trained_paths("{WORK}/train/{variant}/L{train_len}/compute_curve.csv"),
+        metrics=trained_paths("{WORK}/train/{variant}/L{train_len}/metrics.csv"),
         distributed=rules.project_latency.input.measured,
         projected=rules.project_latency.output,
         attention_graph=expand(f"{WORK}/attention_graph/{{variant}}.csv", variant=list(VARIANTS)),
@@ -39,6 +38,8 @@ rule tables:
         paper_len_scale=config["paper_len_scale"],
     log:
         f"{LOGS}/analysis/tables.log",
+    conda:
+        ENV
     script:
         "../scripts/make_tables.py"
 
@@ -51,6 +52,8 @@ rule figures:
                         category="Figures") for name in FIGURES},
     log:
         f"{LOGS}/analysis/figures.log",
+    conda:
+        ENV
     script:
         "../scripts/draw_figures.py"
 
@@ -65,6 +68,8 @@ rule provenance:
         device=DEVICE,
     log:
         f"{LOGS}/analysis/provenance.log",
+    conda:
+        ENV
     script:
         "../scripts/write_provenance.py"
 
@@ -77,5 +82,7 @@ rule results_readme:
         f"{RESULTS}/README.md",
     log:
         f"{LOGS}/analysis/results_readme.log",
+    conda:
+        ENV
     script:
         "../scripts/write_results_readme.py"

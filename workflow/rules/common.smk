@@ -25,7 +25,8 @@ FIGURE_DIR = f"{RESULTS}/figures"
 # "auto" resolves where the workflow is parsed: name cuda explicitly when submitting to a cluster
 DEVICE = "cuda" if config["device"] == "cuda" or (
     config["device"] == "auto" and torch.cuda.is_available()) else "cpu"
-PYTHON = sys.executable  # the interpreter running snakemake has the project installed
+PYTHON = sys.executable
+ENV = "../../environment.yml"  # the project's conda environment, used with --use-conda  # the interpreter running snakemake has the project installed
 
 
 def config_error(key, problem, allowed=None):
@@ -56,11 +57,20 @@ def check_variants():
             raise config_error(f"{key}.name", f"unknown variant '{variant['name']}'", available)
         if variant["id"] in variants:
             raise config_error(f"{key}.id", f"duplicate id '{variant['id']}' (give each a unique id)")
-        try:
-            baselines.build(variant["name"], num_heads=config["profile"]["heads"], **variant["params"])
-        except (TypeError, ValueError) as error:
-            raise config_error(f"{key}.params", str(error))
-        for train_len in variant["train_lens"]:
+        def check_builds(field, params):
+            try:
+                baselines.build(variant["name"], num_heads=config["profile"]["heads"], **params)
+            except (TypeError, ValueError) as error:
+                raise config_error(f"{key}.{field}", str(error))
+
+        check_builds("params", variant["params"])
+        per_length = variant.setdefault("train_params", [{}] * len(variant["train_lens"]))
+        if len(per_length) != len(variant["train_lens"]):
+            raise config_error(f"{key}.train_params",
+                               f"{len(per_length)} entries for {len(variant['train_lens'])} "
+                               "train_lens: one params override per training length")
+        for train_len, override in zip(variant["train_lens"], per_length):
+            check_builds("train_params", {**variant["params"], **override})
             if config["training"]["tokens_per_step"] % train_len:
                 raise config_error(f"{key}.train_lens",
                                    f"{train_len} does not divide training.tokens_per_step "
@@ -76,16 +86,20 @@ def check_distributed():
         raise config_error("distributed.dilation_rates",
                            f"{len(dist['dilation_rates'])} rates for "
                            f"{len(dist['segment_lengths'])} segment lengths: one rate per segment")
+    if 1 not in dist["world_sizes"]:
+        raise config_error("distributed.world_sizes", "must include 1: the cost model is "
+                           "calibrated on the single-rank runs")
     for n in dist.get("seq_lens", []):
         for p in dist["world_sizes"]:
             if n % p:
                 raise config_error("distributed.seq_lens",
                                    f"{n} is not divisible by world size {p}",
                                    "multiples of every distributed.world_sizes entry")
-    link = config["cost_model"]["link"]
-    if link not in config["cost_model"]["links"]:
-        raise config_error("cost_model.link", f"unknown link '{link}'",
-                           sorted(config["cost_model"]["links"]))
+    cost = config["cost_model"]
+    if len(cost["segment_lengths"]) != len(cost["dilation_rates"]):
+        raise config_error("cost_model.dilation_rates",
+                           f"{len(cost['dilation_rates'])} rates for "
+                           f"{len(cost['segment_lengths'])} segment lengths: one rate per segment")
     if config["data"]["source"] in ("dir", "hf") and not config["data"]["path"]:
         raise config_error("data.path", "required when data.source is dir or hf")
 
@@ -107,9 +121,10 @@ def model_dir(wildcards):
 
 def job_spec(wildcards):
     """What one trained model is: its variant, params, training length (a job's identity)."""
-    variant = VARIANTS[wildcards.variant]
-    return {"variant": variant["name"], "params": variant["params"],
-            "train_len": int(wildcards.train_len), "id": variant["id"]}
+    variant, train_len = VARIANTS[wildcards.variant], int(wildcards.train_len)
+    override = variant["train_params"][variant["train_lens"].index(train_len)]
+    return {"variant": variant["name"], "params": {**variant["params"], **override},
+            "train_len": train_len, "id": variant["id"]}
 
 
 def gpus(count):
@@ -120,3 +135,27 @@ def gpus(count):
 def as_arg(value):
     """A JSON value quoted for the shell (for rules launched through torchrun)."""
     return shlex.quote(json.dumps(value, sort_keys=True))
+
+
+def train_cfg(wildcards):
+    """longnet.train's TrainConfig for one model: the config's training section plus the job."""
+    spec = job_spec(wildcards)
+    cfg = {key: value for key, value in config["training"].items() if key not in ("nproc", "threads")}
+    cfg.update(attention=spec["variant"], attention_params=spec["params"],
+               seq_len=spec["train_len"], seed=config["seed"], device=DEVICE, progress=False)
+    return cfg
+
+
+# plain python for one process; torchrun (DDP) for several, one per GPU or CPU slot
+TRAIN_LAUNCHER = PYTHON if config["training"]["nproc"] == 1 else (
+    f"{PYTHON} -m torch.distributed.run --standalone --nproc-per-node {config['training']['nproc']}")
+# --seq-lens N... (N fixed for every P) or --tokens-per-rank T... (N = T x P), as the config gives
+SEQUENCE_PARALLEL_LENGTHS = (
+    "--seq-lens " + " ".join(map(str, config["distributed"]["seq_lens"]))
+    if "seq_lens" in config["distributed"] else
+    "--tokens-per-rank " + " ".join(map(str, config["distributed"]["tokens_per_rank"])))
+
+
+def trained_paths(path):
+    """`path` for every trained model (variant, training length)."""
+    return [path.format(WORK=WORK, variant=v, train_len=L) for v, L in TRAINED]

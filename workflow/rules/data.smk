@@ -9,5 +9,7 @@ rule prepare_data:
         data=config["data"],
     log:
         f"{LOGS}/prepare_data.log",
+    conda:
+        ENV
     script:
         "../scripts/prepare_data.py"

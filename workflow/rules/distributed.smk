@@ -4,33 +4,24 @@
 # On CPU the ranks are gloo processes on this machine; on a cluster each P-rank job asks for P GPUs.
 
 
-def lengths_arg(wildcards):
-    """--seq-lens N... (N fixed) or --tokens-per-rank T... (N = T x P), as the config gives."""
-    dist = config["distributed"]
-    if "seq_lens" in dist:
-        return "--seq-lens " + " ".join(map(str, dist["seq_lens"]))
-    return "--tokens-per-rank " + " ".join(map(str, dist["tokens_per_rank"]))
-
-
-def ints(key):
-    return " ".join(map(str, config["distributed"][key]))
-
-
 rule sequence_parallel:
     output:
         f"{WORK}/distributed/P{{world_size}}.csv",
     params:
-        lengths=lengths_arg,
-        segments=ints("segment_lengths"),
-        dilations=ints("dilation_rates"),
+        python=PYTHON,
+        lengths=SEQUENCE_PARALLEL_LENGTHS,
+        segments=" ".join(map(str, config["distributed"]["segment_lengths"])),
+        dilations=" ".join(map(str, config["distributed"]["dilation_rates"])),
         dist=config["distributed"],
     threads: lambda w: int(w.world_size) * config["distributed"]["threads_per_rank"]
     resources:
         gpu=lambda w: gpus(int(w.world_size)),
     log:
         f"{LOGS}/distributed/P{{world_size}}.log",
+    conda:
+        ENV
     shell:
-        "{PYTHON} -m torch.distributed.run --standalone --nproc-per-node {wildcards.world_size}"
+        "{params.python} -m torch.distributed.run --standalone --nproc-per-node {wildcards.world_size}"
         " -m longnet.sequence_parallel {params.lengths}"
         " --segment-lengths {params.segments} --dilation-rates {params.dilations}"
         " --heads {params.dist[heads]} --head-dim {params.dist[head_dim]}"
@@ -48,8 +39,10 @@ rule project_latency:
         f"{WORK}/distributed/projected.csv",
     params:
         cost_model=config["cost_model"],
-        dist=config["distributed"],
+        variants=list(VARIANTS.values()),
     log:
         f"{LOGS}/distributed/projected.log",
+    conda:
+        ENV
     script:
         "../scripts/project_latency.py"

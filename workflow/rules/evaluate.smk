@@ -22,5 +22,7 @@ rule evaluate:
         gpu=gpus(1),
     log:
         f"{LOGS}/evaluate/{{variant}}_L{{train_len}}.log",
+    conda:
+        ENV
     script:
         "../scripts/evaluate_model.py"

@@ -16,5 +16,7 @@ rule profile:
         gpu=gpus(1),
     log:
         f"{LOGS}/profile/{{variant}}.log",
+    conda:
+        ENV
     script:
         "../scripts/profile_attention.py"

@@ -7,23 +7,6 @@
 # publishes checkpoint, metrics and compute curve atomically as the declared outputs.
 
 
-def train_cfg(wildcards):
-    """longnet.train's TrainConfig for one model: the config's training section plus the job."""
-    spec = job_spec(wildcards)
-    cfg = {key: value for key, value in config["training"].items() if key not in ("nproc", "threads")}
-    cfg.update(attention=spec["variant"], attention_params=spec["params"],
-               seq_len=spec["train_len"], seed=config["seed"], device=DEVICE, progress=False)
-    return cfg
-
-
-def train_launcher(wildcards, threads):
-    """Plain python for one process; torchrun (DDP) for several, one per GPU or CPU slot."""
-    nproc = config["training"]["nproc"]
-    if nproc == 1:
-        return PYTHON
-    return f"{PYTHON} -m torch.distributed.run --standalone --nproc-per-node {nproc}"
-
-
 rule train:
     input:
         manifest=rules.prepare_data.output.manifest,
@@ -34,16 +17,19 @@ rule train:
     params:
         cfg=lambda w: as_arg(train_cfg(w)),
         state_dir=lambda w: f"{model_dir(w)}/state-{config_hash(train_cfg(w))}",
-        launcher=train_launcher,
+        launcher=TRAIN_LAUNCHER,
         modules=as_arg(config["extra_modules"]),
+        threads=config["training"]["threads"],
         script=f"{workflow.basedir}/workflow/scripts/train_model.py",
     threads: config["training"]["nproc"] * config["training"]["threads"]
     resources:
         gpu=gpus(config["training"]["nproc"]),
     log:
         f"{LOGS}/train/{{variant}}_L{{train_len}}.log",
+    conda:
+        ENV
     shell:
-        "{params.launcher} {params.script} --cfg {params.cfg} --threads {config[training][threads]}"
+        "{params.launcher} {params.script} --cfg {params.cfg} --threads {params.threads}"
         " --modules {params.modules}"
         " --data-dir $(dirname {input.manifest}) --state-dir {params.state_dir}"
         " --out-dir $(dirname {output.checkpoint}) > {log} 2>&1"

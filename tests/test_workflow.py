@@ -1,0 +1,222 @@
+"""The Snakemake pipeline: lint, dry runs of every configuration, refused configurations, a new
+variant growing the DAG, and the smoke configuration run end to end after a kill mid-training."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "workflow" / "configs"
+
+
+def snakemake(*args, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run snakemake on the repository's Snakefile from `cwd` (its results go under cwd)."""
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def write_config(path: Path, name: str = "smoke", **changes) -> Path:
+    """A copy of workflow/configs/<name>.yaml with top-level keys replaced."""
+    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    config.update(changes)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: rule -> number of jobs."""
+    table = stdout[stdout.index("Job stats:"):]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_lint_is_clean():
+    run = snakemake("--lint", cwd=REPO)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Congratulations" in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("name", ["default", "smoke", "paper"])
+def test_dry_run_of_every_config(name, tmp_path):
+    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    run = snakemake("-n", "--configfile", str(CONFIGS / f"{name}.yaml"), cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    jobs = job_counts(run.stdout)
+    models = sum(len(v.get("train_lens", [])) for v in config["variants"])
+    assert jobs["train"] == jobs["evaluate"] == models
+    assert jobs["profile"] == sum(v.get("profile", True) for v in config["variants"])
+    assert jobs["attention_graph"] == len(config["variants"])
+    assert jobs["sequence_parallel"] == len(config["distributed"]["world_sizes"])
+    for rule in ("prepare_data", "project_latency", "tables", "figures", "provenance",
+                 "results_readme"):
+        assert jobs[rule] == 1
+
+
+def test_plain_command_uses_the_default_config(tmp_path):
+    """`snakemake` with no --configfile plans the default configuration's models."""
+    run = snakemake("-n", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    default = yaml.safe_load((CONFIGS / "default.yaml").read_text())
+    assert job_counts(run.stdout)["train"] == sum(len(v["train_lens"]) for v in default["variants"])
+
+
+DELETE = object()
+
+
+def changed_smoke_config(path: Path, changes: dict) -> Path:
+    """The smoke config with dotted keys ("variants.2.params.dilation_rates") set or deleted."""
+    config = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        target = config
+        for part in parents:
+            target = target[int(part) if part.isdigit() else part]
+        if value is DELETE:
+            del target[last]
+        else:
+            target[last] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"distributed.dilation_rates": [1]}, ["distributed.dilation_rates", "one rate per segment"]),
+    ({"distributed.tokens_per_rank": DELETE, "distributed.seq_lens": [1000, 1001]},
+     ["distributed.seq_lens", "1001 is not divisible by world size 2"]),
+    ({"data.source": "web"}, ["'web' is not one of ['stdlib', 'dir', 'hf']", "source"]),
+    ({"variants.2.params.dilation_rates": [1, 2]}, ["variants[2].params"]),
+    ({"variants.0.name": "nope"}, ["variants[0].name", "unknown variant 'nope'", "allowed"]),
+])
+def test_impossible_configs_are_refused_at_load(changes, expected, tmp_path):
+    run = snakemake("-n", "--configfile", str(changed_smoke_config(tmp_path / "bad.yaml", changes)),
+                    cwd=tmp_path)
+    assert run.returncode != 0
+    for text in expected:
+        assert text in run.stdout + run.stderr, text
+
+
+def test_adding_a_variant_module_grows_the_dag(tmp_path):
+    """A variant from an outside module, listed in the config, gets its train, evaluate, profile
+    and attention-graph jobs with no other edit."""
+    (tmp_path / "my_attention.py").write_text(
+        "from baselines import register\n"
+        "from baselines.vanilla import Vanilla\n\n\n"
+        "@register('my_attention')\n"
+        "class MyAttention(Vanilla):\n"
+        "    '''Vanilla attention under another name: a stand-in for a user's variant.'''\n")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    before = snakemake("-n", "--configfile", str(CONFIGS / "smoke.yaml"), cwd=tmp_path, env=env)
+    grown = write_config(tmp_path / "grown.yaml", extra_modules=["my_attention"],
+                         variants=smoke["variants"] + [dict(name="my_attention", train_lens=[32])])
+    after = snakemake("-n", "--configfile", str(grown), cwd=tmp_path, env=env)
+    assert before.returncode == 0 and after.returncode == 0, after.stdout + after.stderr
+    jobs_before, jobs_after = job_counts(before.stdout), job_counts(after.stdout)
+    for rule in ("train", "evaluate", "profile", "attention_graph"):
+        assert jobs_after[rule] == jobs_before[rule] + 1
+    assert "results/work/train/my_attention/L32/checkpoint.pt" in after.stdout
+
+
+# ---- the smoke configuration, killed mid-training and rerun ------------------------------------
+
+SMOKE_STEPS = 60  # long enough to kill a training job between two of its checkpoints
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Run the smoke pipeline, SIGKILL it (every process) once a model has a resumable checkpoint,
+    then unlock and rerun it to completion."""
+    root = tmp_path_factory.mktemp("smoke")
+    training = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())["training"]
+    training.update(steps=SMOKE_STEPS, checkpoint_every=10, eval_every=30)
+    config = str(write_config(root / "smoke.yaml", training=training))
+    first = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                              "--cores", "2", "--configfile", config], cwd=root,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.time() + 240
+    while not list(root.glob("results/work/train/*/L*/state-*/checkpoint_last.pt")):
+        assert first.poll() is None, "the smoke run ended before any training checkpoint"
+        assert time.time() < deadline, "no training checkpoint appeared"
+        time.sleep(0.05)
+    killed_in = [p.parent.parent for p in root.glob("results/work/train/*/L*/state-*/checkpoint_last.pt")]
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert snakemake("--unlock", "--configfile", config, cwd=root).returncode == 0
+    rerun = snakemake("--cores", "2", "--rerun-incomplete", "--configfile", config, cwd=root)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    return root, config, killed_in
+
+
+def declared_outputs(root: Path, config: str) -> list[Path]:
+    summary = snakemake("--summary", "--configfile", config, cwd=root)
+    assert summary.returncode == 0, summary.stderr
+    rows = [line.split("\t") for line in summary.stdout.splitlines()[1:] if "\t" in line]
+    return [root / row[0] for row in rows]
+
+
+def test_smoke_run_writes_every_declared_output_and_each_parses(smoke_run):
+    import matplotlib.image
+    import torch
+
+    root, config, _ = smoke_run
+    outputs = declared_outputs(root, config)
+    assert len(outputs) > 30
+    for path in outputs:
+        assert path.exists(), path
+        if path.suffix == ".csv":
+            pd.read_csv(path)
+        elif path.suffix == ".png":
+            assert matplotlib.image.imread(path).ndim == 3
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".pt":
+            torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            assert path.read_text().strip(), path
+    tables = root / "results" / "tables"
+    for name in ("table1_scaling", "table2_perplexity", "latency", "distributed",
+                 "loss_vs_compute", "context_window", "passkey"):
+        assert len(pd.read_csv(tables / f"{name}.csv")) > 0, name
+    table2 = pd.read_csv(tables / "table2_perplexity.csv")
+    assert {"variant", "train_len", "eval_len", "perplexity", "paper_perplexity"} <= set(table2)
+    latency = pd.read_csv(tables / "latency.csv")
+    assert {"variant", "seq_len", "mode", "device", "dtype", "median_ms", "peak_mem_bytes",
+            "status"} <= set(latency)
+    provenance = json.loads((root / "results" / "provenance.json").read_text())
+    assert {"git_commit", "torch_version", "device", "date", "config_hash"} <= set(provenance)
+
+
+def test_killed_training_resumes_with_no_stale_or_partial_output(smoke_run):
+    root, config, killed_in = smoke_run
+    assert killed_in, "the kill did not land during training"
+    for state_dir in killed_in:
+        model_dir = state_dir.parent
+        metrics = pd.read_csv(model_dir / "metrics.csv")
+        assert metrics["step"].is_unique and metrics["step"].is_monotonic_increasing
+        assert metrics["step"].iloc[-1] == SMOKE_STEPS
+        curve = pd.read_csv(model_dir / "compute_curve.csv")
+        assert curve["step"].is_unique and curve["step"].iloc[-1] == SMOKE_STEPS
+    leftovers = [p for p in (root / "results").rglob("*") if p.name.startswith(".")
+                 or p.name.endswith(".tmp")]
+    assert not leftovers
+    again = snakemake("-n", "--configfile", config, cwd=root)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_report_has_every_figure_and_table(smoke_run):
+    root, config, _ = smoke_run
+    run = snakemake("--report", "report.html", "--configfile", config, cwd=root)
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (root / "report.html").read_text()
+    from analysis.figures import FIGURES
+    from analysis.tables import TABLES
+    for name in FIGURES + TABLES:
+        assert name in html, name
