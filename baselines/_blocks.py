@@ -52,10 +52,11 @@ def _scatter_rows(x: torch.Tensor, batch: int) -> torch.Tensor:
     return x.reshape(batch, -1, *x.shape[3:])
 
 
-def _padded_flat(x: torch.Tensor) -> torch.Tensor:
-    """(B, N, H, D) -> (B, N*H + 1, D): the extra last row is the zero row PAD points to."""
+def _flat(x: torch.Tensor, pad: bool = False) -> torch.Tensor:
+    """(B, N, H, D) -> (B, N*H, D), with pad an extra last row of zeros (the row PAD points to)."""
     batch, n, heads, dim = x.shape
-    return torch.cat([x.reshape(batch, n * heads, dim), x.new_zeros(batch, 1, dim)], dim=1)
+    flat = x.reshape(batch, n * heads, dim)
+    return torch.cat([flat, x.new_zeros(batch, 1, dim)], dim=1) if pad else flat
 
 
 def _pad_index(rows: torch.Tensor, pad_row: int) -> torch.Tensor:
@@ -66,18 +67,19 @@ def _forward(q, k, v, pieces, scale, backend):
     batch, n, heads, dim = q.shape
     pad_row = n * heads
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-    q_flat, k_flat, v_flat = _padded_flat(q), _padded_flat(k), _padded_flat(v)
+    q_flat, k_flat, v_flat = _flat(q, pad=True), _flat(k), _flat(v)
     out = torch.zeros(batch, pad_row + 1, dim, dtype=acc, device=q.device)
     lse = torch.full((batch, pad_row + 1), float("-inf"), dtype=acc, device=q.device)
-    for piece in pieces:
+    for number, piece in enumerate(pieces):
         q_rows = _pad_index(piece.q_rows, pad_row)
         o, l = backend.forward(_gather(q_flat, q_rows), _gather(k_flat, piece.k_rows),
                                _gather(v_flat, piece.k_rows), piece.causal, scale)
-        rows = q_rows.reshape(-1)
-        merged_o, merged_l = merge_attention(out.index_select(1, rows), lse.index_select(1, rows),
-                                             _scatter_rows(o, batch), _scatter_rows(l, batch))
-        out.index_copy_(1, rows, merged_o)
-        lse.index_copy_(1, rows, merged_l)
+        rows, o, l = q_rows.reshape(-1), _scatter_rows(o, batch), _scatter_rows(l, batch)
+        if number:
+            o, l = merge_attention(out.index_select(1, rows), lse.index_select(1, rows), o, l)
+        # (the first piece has nothing to merge with: its real rows are distinct)
+        out.index_copy_(1, rows, o.to(acc))
+        lse.index_copy_(1, rows, l.to(acc))
     return out, lse
 
 
@@ -97,8 +99,10 @@ class _SparseAttentionFunction(torch.autograd.Function):
         batch, n, heads, dim = q.shape
         pad_row = n * heads
         acc = lse.dtype
-        q_flat, k_flat, v_flat, dout_flat = (_padded_flat(x) for x in (q, k, v, dout))
-        grads = [torch.zeros(batch, pad_row + 1, dim, dtype=acc, device=q.device) for _ in range(3)]
+        q_flat, k_flat, v_flat, dout_flat = _flat(q, True), _flat(k), _flat(v), _flat(dout, True)
+        # dq has the PAD row too (discarded); keys are never PAD
+        grads = [torch.zeros(batch, rows, dim, dtype=acc, device=q.device)
+                 for rows in (pad_row + 1, pad_row, pad_row)]
         for piece in pieces:
             q_rows = _pad_index(piece.q_rows, pad_row)
             dq, dk, dv = backend.backward(
@@ -108,7 +112,7 @@ class _SparseAttentionFunction(torch.autograd.Function):
             grads[0].index_add_(1, q_rows.reshape(-1), _scatter_rows(dq, batch).to(acc))
             grads[1].index_add_(1, piece.k_rows.reshape(-1), _scatter_rows(dk, batch).to(acc))
             grads[2].index_add_(1, piece.k_rows.reshape(-1), _scatter_rows(dv, batch).to(acc))
-        dq, dk, dv = (g[:, :-1].reshape(q.shape).to(q.dtype) for g in grads)
+        dq, dk, dv = (g[:, :pad_row].reshape(q.shape).to(q.dtype) for g in grads)
         return dq, dk, dv, None, None, None
 
 
