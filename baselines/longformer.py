@@ -8,7 +8,9 @@ Conventions (LONGNET_NOTES.md, section 6):
   few heads of the upper layers);
 - `global_tokens` g: the first g positions attend to every key and every query attends to them
   (causal: only keys at or before the query, as everywhere).
-Runs as a chunked band (see baselines._blocks.band_pieces): O(N * window) time and memory.
+Runs as a chunked band (see baselines._blocks.band_pieces): O(N * window) time and memory; a
+plain window (no dilation, no globals) uses flash-attn's window_size when flash-attn is the
+backend (CUDA, fp16/bf16).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 from baselines import AttentionVariant, check, check_backend, check_positive_int, register
 from baselines._blocks import (BlockSparseVariant, band_pairs, band_pieces, flat_rows, group_blocks,
                                query_key_grid)
+from longnet.backends import get_backend
 from longnet.flops import attention_flops, causal_pairs
 
 
@@ -63,6 +66,17 @@ class Longformer(BlockSparseVariant, AttentionVariant):
             pieces += group_blocks([(flat_rows(positions[:g], h, heads), flat_rows(keys, h, heads))
                                     for h in range(heads)], causal=causal)
         return pieces
+
+    def forward(self, q, k, v, causal=True):
+        # a plain window (no dilation, no globals) on flash-attn: its own banded kernel
+        plain = self.global_tokens == 0 and all(d == 1 for d in self.dilations)
+        if plain and get_backend(self.backend, q.device, q.dtype, q.shape[-1]).name == "flash_attn":
+            from flash_attn import flash_attn_func
+
+            self.check_inputs(q, k, v)
+            return flash_attn_func(q, k, v, causal=causal,
+                                   window_size=(self.window, 0 if causal else self.window))
+        return super().forward(q, k, v, causal)
 
     def mask(self, n, causal=True):
         i, j = query_key_grid(n)
