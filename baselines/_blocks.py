@@ -118,9 +118,9 @@ class _SparseAttentionFunction(torch.autograd.Function):
 
 def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pieces: list[Piece],
                      scale: float | None = None, backend: str = "auto") -> torch.Tensor:
-    """Softmax attention of (B, N, H, D) q, k, v over the union of `pieces`' key sets."""
+    """Softmax attention of (B, N, H, D) q, k, v over the union of `pieces`' key sets (pieces'
+    index tensors on q's device)."""
     kernel = get_backend(backend, q.device, q.dtype, q.shape[-1])
-    pieces = [Piece(p.q_rows.to(q.device), p.k_rows.to(q.device), p.causal) for p in pieces]
     return _SparseAttentionFunction.apply(q, k, v, pieces, default_scale(q.shape[-1], scale), kernel)
 
 
@@ -196,12 +196,16 @@ class BlockSparseVariant:
 
     backend = "auto"
 
-    def pieces(self, n: int, causal: bool) -> list[Piece]:
+    def pieces(self, n: int, causal: bool, device: torch.device | str = "cpu") -> list[Piece]:
+        """The pieces for length n, built once on the CPU and kept per device."""
         cache = self.__dict__.setdefault("_pieces", {})
-        if (n, causal) not in cache:
-            cache[(n, causal)] = self.build_pieces(n, causal)
-        return cache[(n, causal)]
+        key = (n, causal, torch.device(device))
+        if key not in cache:
+            cache[key] = [Piece(p.q_rows.to(device), p.k_rows.to(device), p.causal)
+                          for p in self.build_pieces(n, causal)]
+        return cache[key]
 
     def forward(self, q, k, v, causal=True):
         self.check_inputs(q, k, v)
-        return sparse_attention(q, k, v, self.pieces(q.shape[1], causal), backend=self.backend)
+        return sparse_attention(q, k, v, self.pieces(q.shape[1], causal, q.device),
+                                backend=self.backend)
