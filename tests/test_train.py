@@ -123,9 +123,9 @@ def test_ddp_on_cpu_matches_one_process(corpus, tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     train(cfg, corpus, tmp_path / "single")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_port", "29731", "-m", "longnet.train", "--config",
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc_per_node", "2", "-m", "longnet.train", "--config",
                     str(tmp_path / "cfg.yaml"), "--data", str(corpus), "--out",
-                    str(tmp_path / "ddp")], check=True, env=env, capture_output=True, timeout=120)
+                    str(tmp_path / "ddp")], check=True, env=env, capture_output=True, timeout=300)
     for a, b in zip(weights(tmp_path / "single").values(), weights(tmp_path / "ddp").values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
