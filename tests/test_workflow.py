@@ -43,28 +43,27 @@ def test_lint_is_clean():
     assert "Congratulations" in run.stdout + run.stderr
 
 
+def expected_jobs(config: dict) -> dict[str, int]:
+    """Jobs per rule that a configuration implies."""
+    models = sum(len(v.get("train_lens", [])) for v in config["variants"])
+    return dict(train=models, evaluate=models,
+                profile=sum(v.get("profile", True) for v in config["variants"]),
+                attention_graph=len(config["variants"]),
+                sequence_parallel=len(config["distributed"]["world_sizes"]),
+                prepare_data=1, project_latency=1, tables=1, figures=1, provenance=1,
+                results_readme=1)
+
+
 @pytest.mark.parametrize("name", ["default", "smoke", "paper"])
 def test_dry_run_of_every_config(name, tmp_path):
+    """Each configuration plans the jobs it implies; the plain command plans the default one."""
     config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    run = snakemake("-n", "--configfile", str(CONFIGS / f"{name}.yaml"), cwd=tmp_path)
+    args = [] if name == "default" else ["--configfile", str(CONFIGS / f"{name}.yaml")]
+    run = snakemake("-n", *args, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     jobs = job_counts(run.stdout)
-    models = sum(len(v.get("train_lens", [])) for v in config["variants"])
-    assert jobs["train"] == jobs["evaluate"] == models
-    assert jobs["profile"] == sum(v.get("profile", True) for v in config["variants"])
-    assert jobs["attention_graph"] == len(config["variants"])
-    assert jobs["sequence_parallel"] == len(config["distributed"]["world_sizes"])
-    for rule in ("prepare_data", "project_latency", "tables", "figures", "provenance",
-                 "results_readme"):
-        assert jobs[rule] == 1
-
-
-def test_plain_command_uses_the_default_config(tmp_path):
-    """`snakemake` with no --configfile plans the default configuration's models."""
-    run = snakemake("-n", cwd=tmp_path)
-    assert run.returncode == 0, run.stdout + run.stderr
-    default = yaml.safe_load((CONFIGS / "default.yaml").read_text())
-    assert job_counts(run.stdout)["train"] == sum(len(v["train_lens"]) for v in default["variants"])
+    for rule, count in expected_jobs(config).items():
+        assert jobs[rule] == count, rule
 
 
 DELETE = object()
@@ -87,11 +86,10 @@ def changed_smoke_config(path: Path, changes: dict) -> Path:
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"distributed.dilation_rates": [1]}, ["distributed.dilation_rates", "one rate per segment"]),
+    ({"variants.2.params.dilation_rates": [1, 2]}, ["variants[2].params"]),
     ({"distributed.tokens_per_rank": DELETE, "distributed.seq_lens": [1000, 1001]},
      ["distributed.seq_lens", "1001 is not divisible by world size 2"]),
     ({"data.source": "web"}, ["'web' is not one of ['stdlib', 'dir', 'hf']", "source"]),
-    ({"variants.2.params.dilation_rates": [1, 2]}, ["variants[2].params"]),
     ({"variants.0.name": "nope"}, ["variants[0].name", "unknown variant 'nope'", "allowed"]),
 ])
 def test_impossible_configs_are_refused_at_load(changes, expected, tmp_path):
@@ -104,7 +102,7 @@ def test_impossible_configs_are_refused_at_load(changes, expected, tmp_path):
 
 def test_adding_a_variant_module_grows_the_dag(tmp_path):
     """A variant from an outside module, listed in the config, gets its train, evaluate, profile
-    and attention-graph jobs with no other edit."""
+    and attention-graph jobs and outputs, with no other edit."""
     (tmp_path / "my_attention.py").write_text(
         "from baselines import register\n"
         "from baselines.vanilla import Vanilla\n\n\n"
@@ -113,15 +111,16 @@ def test_adding_a_variant_module_grows_the_dag(tmp_path):
         "    '''Vanilla attention under another name: a stand-in for a user's variant.'''\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
-    before = snakemake("-n", "--configfile", str(CONFIGS / "smoke.yaml"), cwd=tmp_path, env=env)
     grown = write_config(tmp_path / "grown.yaml", extra_modules=["my_attention"],
                          variants=smoke["variants"] + [dict(name="my_attention", train_lens=[32])])
-    after = snakemake("-n", "--configfile", str(grown), cwd=tmp_path, env=env)
-    assert before.returncode == 0 and after.returncode == 0, after.stdout + after.stderr
-    jobs_before, jobs_after = job_counts(before.stdout), job_counts(after.stdout)
+    run = snakemake("-n", "--configfile", str(grown), cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    jobs, before = job_counts(run.stdout), expected_jobs(smoke)
     for rule in ("train", "evaluate", "profile", "attention_graph"):
-        assert jobs_after[rule] == jobs_before[rule] + 1
-    assert "results/work/train/my_attention/L32/checkpoint.pt" in after.stdout
+        assert jobs[rule] == before[rule] + 1, rule
+    for output in ("train/my_attention/L32/checkpoint.pt", "eval/my_attention/L32/perplexity.csv",
+                   "profile/my_attention.csv", "attention_graph/my_attention.csv"):
+        assert f"results/work/{output}" in run.stdout
 
 
 # ---- the smoke configuration, killed mid-training and rerun ------------------------------------
@@ -146,7 +145,8 @@ def smoke_run(tmp_path_factory):
         assert first.poll() is None, "the smoke run ended before any training checkpoint"
         assert time.time() < deadline, "no training checkpoint appeared"
         time.sleep(0.05)
-    killed_in = [p.parent.parent for p in root.glob("results/work/train/*/L*/state-*/checkpoint_last.pt")]
+    killed_in = [p.parent.parent for p in  # the model directories
+                 root.glob("results/work/train/*/L*/state-*/checkpoint_last.pt")]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert snakemake("--unlock", "--configfile", config, cwd=root).returncode == 0
@@ -197,8 +197,7 @@ def test_smoke_run_writes_every_declared_output_and_each_parses(smoke_run):
 def test_killed_training_resumes_with_no_stale_or_partial_output(smoke_run):
     root, config, killed_in = smoke_run
     assert killed_in, "the kill did not land during training"
-    for state_dir in killed_in:
-        model_dir = state_dir.parent
+    for model_dir in killed_in:
         metrics = pd.read_csv(model_dir / "metrics.csv")
         assert metrics["step"].is_unique and metrics["step"].is_monotonic_increasing
         assert metrics["step"].iloc[-1] == SMOKE_STEPS
