@@ -11,6 +11,96 @@ import pandas as pd
 
 MAIN_COMMAND = "snakemake --cores 2"
 
+# What each column means, wherever it appears (units in the name: _ms, _bytes, _s, _gflops).
+COLUMNS = {
+    "variant": "the config's id of the attention variant (its registry name unless given an id)",
+    "name": "registry name of the variant (baselines.available())",
+    "params": "the variant's params, JSON",
+    "mode": "fwd / fwd+bwd (timings); native / blockwise_causal (which attention evaluated)",
+    "train_len": "training sequence length (tokens)",
+    "eval_len": "evaluation sequence length (tokens)",
+    "seq_len": "sequence length N (tokens)",
+    "context_len": "tokens in the prompt (passkey) or prompt + scored tokens (context window)",
+    "prompt_len": "tokens before the scored final tokens",
+    "loss": "mean next-token cross-entropy (nats)",
+    "val_loss": "test-split loss at that point of training (nats)",
+    "perplexity": "exp(loss)",
+    "paper_model": "the paper's name for this model (Tables 1 and 2)",
+    "paper_train_len": "train_len x paper_len_scale: the paper's training length",
+    "paper_eval_len": "eval_len x paper_len_scale: the paper's evaluation length",
+    "paper_perplexity": "the paper's Table 2 value at those lengths (empty: none published)",
+    "paper_complexity": "the paper's Table 1 complexity",
+    "paper_exponent": "the power of N that complexity implies",
+    "measured_exponent": "fitted slope of log(median_ms / batch) vs log(seq_len)",
+    "flops_exponent": "fitted slope of log(flops / batch) vs log(seq_len)",
+    "points": "cells the exponent was fitted on",
+    "min_seq_len": "shortest length in the fit",
+    "max_seq_len": "longest length in the fit",
+    "step": "optimizer step",
+    "tokens": "tokens processed (training: so far; profiling: seq_len x batch)",
+    "tokens_seen": "training tokens the evaluated model saw",
+    "tokens_evaluated": "tokens scored",
+    "train_flops": "training FLOPs spent so far (longnet.flops conventions)",
+    "lr": "learning rate",
+    "tokens_per_s": "training throughput",
+    "wall_s": "training wall time so far",
+    "mfu": "model FLOP utilisation against the measured matmul rate",
+    "seed": "seed of the model (training)",
+    "passkey_seed": "seed of the random keys",
+    "split": "corpus split evaluated",
+    "depth": "where the key sits, as a fraction of the prompt",
+    "accuracy": "fraction of trials whose key was retrieved exactly (greedy)",
+    "token_accuracy": "fraction of key tokens predicted",
+    "trials": "random keys per cell",
+    "batch": "sequences per call",
+    "heads": "attention heads",
+    "head_dim": "dimension per head",
+    "causal": "causal masking",
+    "dtype": "tensor dtype",
+    "device": "torch device type (or, in evaluation rows, the device name)",
+    "device_name": "the device that measured (CPU model and threads, or GPU name)",
+    "backend": "attention kernel backend used",
+    "status": "ok, timeout (past time_cap_s), oom (past the memory cap) or error",
+    "median_ms": "median latency of one call (sequence parallel: the slowest rank's)",
+    "min_ms": "fastest timed call",
+    "max_ms": "slowest timed call",
+    "repeats": "timed calls",
+    "peak_mem_bytes": "peak memory (CPU: peak RSS of the cell's process; CUDA: peak allocated)",
+    "idle_mem_bytes": "memory of the cell's process before the inputs were made",
+    "flops": "forward (or forward+backward) FLOPs of the call",
+    "gflops_per_s": "flops / median time",
+    "world_size": "ranks P the sequence was split over",
+    "tokens_per_rank": "seq_len / world_size",
+    "segment_lengths": "dilated attention segment lengths w",
+    "dilation_rates": "dilation rates r",
+    "bytes_sent_per_rank": "bytes each rank sends per call (all-gathers + reduce-scatters)",
+    "bytes_recv_per_rank": "bytes each rank receives per call",
+    "min_rank_median_ms": "the fastest rank's median latency",
+    "max_abs_error_vs_single": "largest |difference| from the single-process result (empty past "
+                               "check_max_len)",
+    "threads_per_rank": "CPU threads per rank",
+    "devices": "devices the sequence is split over",
+    "tokens_per_device": "seq_len / devices",
+    "algorithm": "all-gather algorithm of the alpha-beta model",
+    "compute_ms": "modelled compute time of the slowest device",
+    "comm_ms": "modelled all-gather time",
+    "projected_ms": "compute_ms + comm_ms",
+    "measured_ms": "measured latency the projection is checked against (validation rows)",
+    "error": "projected / measured - 1 (validation rows); why a cell failed (profiling)",
+    "flops_per_device": "FLOPs of the slowest device",
+    "rate_gflops": "measured kernel throughput the projection uses",
+    "link": "interconnect of the projection (validation_link: the measured runs' own)",
+    "kind": "projected (beyond measurement) or validation (against a measured run)",
+    "extend_schedule": "LongNet branches continued geometrically until a segment covers N",
+    "oversubscription": "ranks per core in the measured run",
+    "distance": "d: how far back the target token is",
+    "layers": "attention layers needed to reach it (empty: unreachable)",
+    "git_commit": "code version (-dirty: uncommitted changes)",
+    "torch_version": "torch version",
+    "date": "when the row was made (UTC)",
+    "config_hash": "hash of the configuration that made the row",
+}
+
 
 def caption(captions_dir, kind: str, name: str) -> str:
     return (Path(captions_dir) / kind / f"{name}.rst").read_text().strip()
@@ -56,7 +146,8 @@ def results_readme(tables: dict[str, pd.DataFrame], figures: list[str], captions
                 f"![{name}](figures/{name}.png)", ""]
     out += ["## Tables (rule `tables`, one row per measurement)", ""]
     for name, df in tables.items():
-        columns = ", ".join(f"`{c}`" for c in df.columns) or "(empty in this run)"
         out += [f"### tables/{name}.csv", "", caption(captions_dir, "tables", name), "",
-                f"{len(df)} rows. Columns: {columns}.", ""]
+                f"{len(df)} rows (empty in this run)." if df.empty else f"{len(df)} rows.", ""]
+        out += [f"- `{c}`: {COLUMNS.get(c, '(see the producing function)')}" for c in df.columns]
+        out += [""]
     return "\n".join(out)

@@ -219,3 +219,66 @@ def test_report_has_every_figure_and_table(smoke_run):
     from analysis.tables import TABLES
     for name in FIGURES + TABLES:
         assert name in html, name
+
+
+def test_every_table_column_is_documented(smoke_run):
+    from analysis.readme import COLUMNS
+    from analysis.tables import TABLES
+
+    root, _, _ = smoke_run
+    for name in TABLES:
+        columns = set(pd.read_csv(root / "results" / "tables" / f"{name}.csv").columns)
+        assert not columns - set(COLUMNS), (name, sorted(columns - set(COLUMNS)))
+    readme = (root / "results" / "README.md").read_text()
+    assert all(f"tables/{name}.csv" in readme for name in TABLES)
+
+
+# ---- analysis on small synthetic tables -----------------------------------------------------
+
+def test_fit_exponent_recovers_a_power_law():
+    from analysis.tables import fit_exponent
+
+    n = [1024, 4096, 16384]
+    assert fit_exponent(n, [3.0 * x ** 1.5 for x in n]) == pytest.approx(1.5)
+    assert pd.isna(fit_exponent([1024], [1.0]))
+
+
+def test_scaling_exponents_use_time_per_sequence_at_a_constant_token_budget():
+    from analysis.tables import scaling_exponents
+
+    n = [4096, 16384, 65536]
+    rows = [dict(variant=v, mode="fwd", status="ok", seq_len=x, batch=65536 // x,
+                 median_ms=(65536 // x) * 1e-6 * x ** power, flops=(65536 // x) * x ** power)
+            for v, power in (("vanilla", 2), ("longnet", 1)) for x in n]
+    rows.append(dict(variant="vanilla", mode="fwd", status="timeout", seq_len=262144, batch=1,
+                     median_ms=float("nan"), flops=float("nan")))
+    variants = [dict(name="vanilla", paper_model="Transformer"),
+                dict(name="longnet", paper_model="LongNet")]
+    table = scaling_exponents(pd.DataFrame(rows), variants).set_index("variant")
+    assert table.loc["vanilla", "measured_exponent"] == pytest.approx(2.0)
+    assert table.loc["longnet", "measured_exponent"] == pytest.approx(1.0)
+    assert table.loc["vanilla", "points"] == 3
+    assert table.loc["longnet", "paper_complexity"] == "O(N d)"
+    assert table.loc["vanilla", "paper_exponent"] == 2.0
+
+
+def test_table2_puts_the_papers_value_beside_ours_at_scaled_lengths():
+    from analysis.tables import table2
+
+    ours = pd.DataFrame([dict(variant="longnet", train_len=512, eval_len=e, perplexity=p)
+                         for e, p in ((128, 9.0), (512, 8.0), (2048, 7.5), (4096, 7.4))])
+    variants = [dict(name="longnet", paper_model="LongNet")]
+    table = table2(ours, variants, paper_len_scale=16).set_index("eval_len")
+    assert table.loc[128, "paper_perplexity"] == 4.23  # LongNet 8K at 2K
+    assert table.loc[512, "paper_perplexity"] == 3.24
+    assert table.loc[2048, "paper_perplexity"] == 3.36
+    assert pd.isna(table.loc[4096, "paper_perplexity"])  # no such column in the paper
+    assert (table["paper_train_len"] == 8192).all()
+
+
+def test_every_figure_is_drawn_from_empty_tables():
+    from analysis.figures import FIGURES, draw_figures
+    from analysis.tables import TABLES
+
+    figures = draw_figures({name: pd.DataFrame() for name in TABLES})
+    assert sorted(figures) == sorted(FIGURES)
