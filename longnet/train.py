@@ -57,9 +57,9 @@ class TrainConfig:
     tokens_per_step: int = 8192  # held constant across seq_len, as in the paper
     micro_batch_tokens: int = 8192  # tokens per forward/backward; memory only, not the math
     # optimisation
-    steps: int = 200
+    steps: int = 150  # x 8192 tokens = 1.2M: tiny learns well (benchmarks/lm_scale.py times it)
     lr: float = 2e-3
-    warmup: int = 20
+    warmup: int = 15
     min_lr: float = 0.0  # polynomial decay ends here at `steps`
     power: float = 1.0  # 1.0 = linear decay (fairseq's polynomial_decay default)
     weight_decay: float = 0.01
@@ -67,13 +67,13 @@ class TrainConfig:
     eps: float = 1e-6
     clip_grad: float = 2.0
     # evaluation along training (loss vs compute, Figure 6)
-    eval_every: int = 50  # 0: only at the end
+    eval_every: int = 25  # 0: only at the end
     eval_tokens: int = 32768
     eval_split: str = "test"  # never used for model selection; the figure plots test loss
     # bookkeeping
     seed: int = 0
     log_every: int = 10
-    checkpoint_every: int = 50
+    checkpoint_every: int = 25
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     peak_flops: float | None = None  # matmul FLOP/s for MFU; None measures it at start
     progress: bool = True
