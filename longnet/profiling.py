@@ -9,7 +9,7 @@ Each cell (variant x seq_len x mode) runs in a fresh child process, for two reas
     df = sweep([dict(name="vanilla", params={}), dict(name="longnet", params={})],
                seq_lens=[4096, 8192], modes=["fwd", "fwd+bwd"], total_tokens=8192)
 
-Timing: `warmup` untimed calls, then up to `repeats` timed calls (fewer when the cell's time cap
+Timing: `warmup` untimed calls (0: the first call is timed too), then up to `repeats` timed calls (fewer when the cell's time cap
 would not allow them; the `repeats` column says how many ran); CUDA events on GPU, perf_counter
 on CPU. FLOPs come from the variant's own `flops()` (forward; forward+backward is 3.5x by the
 convention in `longnet.flops`).
@@ -81,17 +81,14 @@ def _is_oom(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
-def _backend_name(attn, device: str, dtype) -> str:
-    """The kernel backend the variant reports, else the core's automatic choice."""
+def _backend_name(attn, device: str, dtype, head_dim: int) -> str:
+    """The `longnet.backends` kernel a variant runs ("auto" resolved); "" when the variant does
+    not say (no `backend` attribute, e.g. one calling torch's SDPA directly)."""
     name = getattr(attn, "backend", None)
-    if isinstance(name, str) and name != "auto":
-        return name
-    try:
-        from longnet.backends import get_backend
-        backend = get_backend("auto", device=device, dtype=dtype)
-        return getattr(backend, "name", type(backend).__name__)
-    except Exception:  # the backend registry is optional for the profiler
-        return ""
+    if name != "auto":
+        return name if isinstance(name, str) else ""
+    from longnet.backends import get_backend
+    return get_backend("auto", device, dtype, head_dim).name
 
 
 def build_variant(name: str, heads: int, params: dict):
@@ -128,7 +125,7 @@ def run_cell(cell: Cell, on_ready=None) -> dict:
     if cell.mode == "fwd+bwd":
         from longnet.flops import training_step_flops
         flops = training_step_flops(flops)
-    result = dict(flops=flops, backend=_backend_name(attn, cell.device, dtype),
+    result = dict(flops=flops, backend=_backend_name(attn, cell.device, dtype, cell.head_dim),
                   idle_mem_bytes=_rss_bytes())
     if on_ready:
         on_ready()
@@ -162,12 +159,13 @@ def run_cell(cell: Cell, on_ready=None) -> dict:
         began = time.perf_counter()
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
-        first = timed()  # warm-up; also tells how many repeats fit in the time cap
+        first = timed()  # warm-up (timed too when warmup == 0); tells how many repeats fit the cap
         for _ in range(cell.warmup - 1):
             timed()
         left_ms = (cell.time_cap_s - (time.perf_counter() - began)) * 1e3 * 0.8
-        repeats = max(1, min(cell.repeats, int(left_ms // max(first, 1e-3))))
-        times = [timed() for _ in range(repeats)]
+        times = [first] if cell.warmup == 0 else []
+        repeats = max(1, min(cell.repeats, len(times) + int(left_ms // max(first, 1e-3))))
+        times += [timed() for _ in range(repeats - len(times))]
     except Exception as exc:  # noqa: BLE001 - only out-of-memory is recorded, the rest re-raised
         if not _is_oom(exc):
             raise

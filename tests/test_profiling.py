@@ -52,6 +52,10 @@ def test_run_cell_in_process(variant_module):
     assert row["flops"] == pytest.approx(3.5 * 2 * 4.0 * 2 * 8 * (64 * 65 // 2))
     assert row["gflops_per_s"] == pytest.approx(row["flops"] / row["median_ms"] / 1e6)
     assert row["peak_mem_bytes"] > 0
+    # warmup=0: the first call is the measurement (for cells too slow to run twice)
+    once = run_cell(Cell(f"{variant_module}:dense", seq_len=64, heads=2, head_dim=8, warmup=0,
+                         repeats=1))
+    assert once["status"] == "ok" and once["repeats"] == 1
 
 
 def test_sweep_constant_tokens_and_failures_recorded(variant_module):

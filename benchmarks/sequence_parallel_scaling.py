@@ -1,0 +1,54 @@
+"""Per-rank latency of sequence-parallel LongNet at fixed tokens per rank, P = 1, 2, 4, and the
+cost model's error on those points (the multi-rank part of Figure 5). Rerunnable:
+
+    python benchmarks/sequence_parallel_scaling.py --tokens-per-rank 8192 16384 --out results/work/sp
+
+Each P runs under torchrun (one gloo process per rank, one thread each on CPU), `--rounds` times
+interleaved (P=1, P=2, ..., then again) so slow phases of a shared machine hit every P alike;
+the per-P, per-N minimum over rounds of the slowest rank's median is reported.
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+from longnet.cost_model import validate
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--world-sizes", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--tokens-per-rank", type=int, nargs="+", default=[8192, 16384])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", default="results/work/sp_scaling")
+    parser.add_argument("extra", nargs=argparse.REMAINDER,
+                        help="after --: more arguments for python -m longnet.sequence_parallel")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    frames = []
+    for round_ in range(args.rounds):
+        for p in args.world_sizes:
+            csv = os.path.join(args.out, f"round{round_}_P{p}.csv")
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={p}", "-m", "longnet.sequence_parallel", "--tokens-per-rank",
+                   *map(str, args.tokens_per_rank), "--out", csv, *args.extra[1:]]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            frames.append(pd.read_csv(csv).assign(round=round_))
+    runs = pd.concat(frames, ignore_index=True)
+    best = runs.loc[runs.groupby(["world_size", "seq_len"]).median_ms.idxmin()]
+    best.to_csv(os.path.join(args.out, "best.csv"), index=False)
+    table = best[["world_size", "seq_len", "tokens_per_rank", "median_ms", "median_cpu_ms",
+                  "bytes_sent_per_rank", "max_abs_error_vs_single"]].sort_values(
+        ["tokens_per_rank", "world_size"])
+    base = table[table.world_size == 1].set_index("tokens_per_rank").median_ms
+    table["vs_P1"] = table.median_ms / table.tokens_per_rank.map(base)
+    print(table.to_string(index=False))
+    checked = validate(best, link="gloo_loopback", cores=os.cpu_count())
+    print(checked[["seq_len", "devices", "measured_ms", "projected_ms", "comm_ms",
+                   "error"]].to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
