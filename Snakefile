@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 if not config:
-    config.update(yaml.safe_load((Path(workflow.basedir) / "workflow/configs/default.yaml").read_text()))
+    default_config = Path(workflow.basedir) / "workflow" / "configs" / "default.yaml"
+    config.update(yaml.safe_load(default_config.read_text()))
 
 
 include: "workflow/rules/common.smk"

@@ -1,6 +1,6 @@
 """The suite's figures, drawn with matplotlib from the tidy tables (analysis.tables).
 
-    figs = draw_figures(tables)          # {name: matplotlib Figure}, name = results/figures/<name>.png
+    figs = draw_figures(tables)    # {name: matplotlib Figure}, saved as results/figures/<name>.png
 
 Every function takes DataFrames and returns a Figure; an empty input gives a figure that says so,
 so a partial configuration (e.g. no distributed runs) still yields every declared file.

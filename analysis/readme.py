@@ -107,7 +107,7 @@ def caption(captions_dir, kind: str, name: str) -> str:
 
 
 def table2_markdown(table2: pd.DataFrame) -> str:
-    """Ours and the paper's perplexity side by side, one row per model, one column per eval length."""
+    """Ours and the paper's perplexity side by side: a row per model, a column per eval length."""
     if table2.empty:
         return "(no perplexity evaluations in this run)"
     cell = table2.assign(value=[f"{p:.2f}" + (f" ({q:.2f})" if pd.notna(q) else "")

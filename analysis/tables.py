@@ -145,7 +145,8 @@ def build_tables(inputs: dict, variants, paper_len_scale: int = 1) -> dict[str, 
     """Every tidy table, by name (the file name under results/tables/)."""
     unknown = set(inputs) - set(INPUT_KINDS)
     if unknown:
-        raise ValueError(f"unknown input kinds {sorted(unknown)}; allowed: {', '.join(INPUT_KINDS)}")
+        raise ValueError(f"unknown input kinds {sorted(unknown)}; "
+                         f"allowed: {', '.join(INPUT_KINDS)}")
     read = {kind: read_csvs(inputs.get(kind, [])) for kind in INPUT_KINDS}
     latency = read["profile"]
     return {

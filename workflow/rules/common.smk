@@ -25,8 +25,8 @@ FIGURE_DIR = f"{RESULTS}/figures"
 # "auto" resolves where the workflow is parsed: name cuda explicitly when submitting to a cluster
 DEVICE = "cuda" if config["device"] == "cuda" or (
     config["device"] == "auto" and torch.cuda.is_available()) else "cpu"
-PYTHON = sys.executable
-ENV = "../../environment.yml"  # the project's conda environment, used with --use-conda  # the interpreter running snakemake has the project installed
+PYTHON = sys.executable  # the interpreter running snakemake has the project installed
+ENV = "../../environment.yml"  # the project's conda environment, used with --use-conda
 
 
 def config_error(key, problem, allowed=None):
@@ -45,6 +45,14 @@ def load_variant_registry():
     return baselines
 
 
+def check_builds(baselines, variant, key, params):
+    """The registry accepts these params for this variant (its own error otherwise)."""
+    try:
+        baselines.build(variant["name"], num_heads=config["profile"]["heads"], **params)
+    except (TypeError, ValueError) as error:
+        raise config_error(key, str(error))
+
+
 def check_variants():
     """Every variant: a registered name, params the registry accepts, a unique id."""
     baselines = load_variant_registry()
@@ -56,21 +64,17 @@ def check_variants():
         if variant["name"] not in available:
             raise config_error(f"{key}.name", f"unknown variant '{variant['name']}'", available)
         if variant["id"] in variants:
-            raise config_error(f"{key}.id", f"duplicate id '{variant['id']}' (give each a unique id)")
-        def check_builds(field, params):
-            try:
-                baselines.build(variant["name"], num_heads=config["profile"]["heads"], **params)
-            except (TypeError, ValueError) as error:
-                raise config_error(f"{key}.{field}", str(error))
-
-        check_builds("params", variant["params"])
+            raise config_error(f"{key}.id",
+                               f"duplicate id '{variant['id']}' (give each entry a unique id)")
+        check_builds(baselines, variant, f"{key}.params", variant["params"])
         per_length = variant.setdefault("train_params", [{}] * len(variant["train_lens"]))
         if len(per_length) != len(variant["train_lens"]):
             raise config_error(f"{key}.train_params",
                                f"{len(per_length)} entries for {len(variant['train_lens'])} "
                                "train_lens: one params override per training length")
         for train_len, override in zip(variant["train_lens"], per_length):
-            check_builds("train_params", {**variant["params"], **override})
+            check_builds(baselines, variant, f"{key}.train_params",
+                         {**variant["params"], **override})
             if config["training"]["tokens_per_step"] % train_len:
                 raise config_error(f"{key}.train_lens",
                                    f"{train_len} does not divide training.tokens_per_step "
@@ -80,12 +84,17 @@ def check_variants():
     return variants
 
 
+def check_branches(section):
+    """A dilated-attention schedule in config[section]: one dilation rate per segment length."""
+    segments, rates = config[section]["segment_lengths"], config[section]["dilation_rates"]
+    if len(segments) != len(rates):
+        raise config_error(f"{section}.dilation_rates", f"{len(rates)} rates for "
+                           f"{len(segments)} segment lengths: one rate per segment")
+
+
 def check_distributed():
     dist = config["distributed"]
-    if len(dist["segment_lengths"]) != len(dist["dilation_rates"]):
-        raise config_error("distributed.dilation_rates",
-                           f"{len(dist['dilation_rates'])} rates for "
-                           f"{len(dist['segment_lengths'])} segment lengths: one rate per segment")
+    check_branches("distributed")
     if 1 not in dist["world_sizes"]:
         raise config_error("distributed.world_sizes", "must include 1: the cost model is "
                            "calibrated on the single-rank runs")
@@ -95,11 +104,7 @@ def check_distributed():
                 raise config_error("distributed.seq_lens",
                                    f"{n} is not divisible by world size {p}",
                                    "multiples of every distributed.world_sizes entry")
-    cost = config["cost_model"]
-    if len(cost["segment_lengths"]) != len(cost["dilation_rates"]):
-        raise config_error("cost_model.dilation_rates",
-                           f"{len(cost['dilation_rates'])} rates for "
-                           f"{len(cost['segment_lengths'])} segment lengths: one rate per segment")
+    check_branches("cost_model")
     if config["data"]["source"] in ("dir", "hf") and not config["data"]["path"]:
         raise config_error("data.path", "required when data.source is dir or hf")
 
@@ -140,15 +145,17 @@ def as_arg(value):
 def train_cfg(wildcards):
     """longnet.train's TrainConfig for one model: the config's training section plus the job."""
     spec = job_spec(wildcards)
-    cfg = {key: value for key, value in config["training"].items() if key not in ("nproc", "threads")}
+    cfg = {key: value for key, value in config["training"].items()
+           if key not in ("nproc", "threads")}  # how to launch, not what to train
     cfg.update(attention=spec["variant"], attention_params=spec["params"],
                seq_len=spec["train_len"], seed=config["seed"], device=DEVICE, progress=False)
     return cfg
 
 
 # plain python for one process; torchrun (DDP) for several, one per GPU or CPU slot
-TRAIN_LAUNCHER = PYTHON if config["training"]["nproc"] == 1 else (
-    f"{PYTHON} -m torch.distributed.run --standalone --nproc-per-node {config['training']['nproc']}")
+NPROC = config["training"]["nproc"]
+TRAIN_LAUNCHER = PYTHON if NPROC == 1 else (
+    f"{PYTHON} -m torch.distributed.run --standalone --nproc-per-node {NPROC}")
 # --seq-lens N... (N fixed for every P) or --tokens-per-rank T... (N = T x P), as the config gives
 SEQUENCE_PARALLEL_LENGTHS = (
     "--seq-lens " + " ".join(map(str, config["distributed"]["seq_lens"]))

@@ -13,7 +13,7 @@ rule sequence_parallel:
         segments=" ".join(map(str, config["distributed"]["segment_lengths"])),
         dilations=" ".join(map(str, config["distributed"]["dilation_rates"])),
         dist=config["distributed"],
-    threads: lambda w: int(w.world_size) * config["distributed"]["threads_per_rank"]
+    threads: workflow.cores  # alone on the machine: per-rank timings are not shared
     resources:
         gpu=lambda w: gpus(int(w.world_size)),
     log:
@@ -21,7 +21,8 @@ rule sequence_parallel:
     conda:
         ENV
     shell:
-        "{params.python} -m torch.distributed.run --standalone --nproc-per-node {wildcards.world_size}"
+        "{params.python} -m torch.distributed.run --standalone"
+        " --nproc-per-node {wildcards.world_size}"
         " -m longnet.sequence_parallel {params.lengths}"
         " --segment-lengths {params.segments} --dilation-rates {params.dilations}"
         " --heads {params.dist[heads]} --head-dim {params.dist[head_dim]}"

@@ -11,6 +11,7 @@ rule profile:
         spec=lambda w: VARIANTS[w.variant],
         profile=config["profile"],
         device=DEVICE,
+        modules=config["extra_modules"],
     threads: config["profile"]["threads"] or workflow.cores
     resources:
         gpu=gpus(1),

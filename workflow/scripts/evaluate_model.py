@@ -9,7 +9,8 @@ from longnet.evaluate import context_window, passkey, perplexity
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake global)
 torch.set_num_threads(snakemake.threads)  # noqa: F821
-out, params, checkpoint = snakemake.output, snakemake.params, snakemake.input.checkpoint  # noqa: F821
+out, params = snakemake.output, snakemake.params  # noqa: F821
+checkpoint = snakemake.input.checkpoint  # noqa: F821
 load_modules(params.modules)
 evaluation, device = params.evaluation, params.device
 data_dir = snakemake.input.manifest.rsplit("/", 1)[0]  # noqa: F821

@@ -24,6 +24,7 @@ shape = {key: cost[key] for key in ("segment_lengths", "dilation_rates", "extend
 frames = [project(measured, cost["seq_lens"], cost["tokens_per_device"], link, variants=modelled,
                   **shape).assign(link=name)
           for name, link in cost["links"].items()]
-frames.append(validate(read_csvs(snakemake.input.measured), link=cost["validation_link"])  # noqa: F821
+measured_runs = read_csvs(snakemake.input.measured)  # noqa: F821
+frames.append(validate(measured_runs, link=cost["validation_link"])
               .assign(link="validation_link", variant="longnet"))
 write_csv(pd.concat(frames, ignore_index=True), snakemake.output[0])  # noqa: F821

@@ -1,4 +1,4 @@
-"""Train one model (a Snakemake job; runs under torchrun when the config asks for several processes).
+"""Train one model: a Snakemake job, run under torchrun when the config asks for several processes.
 
     train_model.py --cfg JSON --data-dir D --state-dir S --out-dir O [--threads T]
 
@@ -19,7 +19,7 @@ OUTPUTS = ("checkpoint.pt", "metrics.csv", "compute_curve.csv")
 
 
 def publish(state_dir: Path, out_dir: Path) -> None:
-    """Hard-link the finished files into place (no copy; the trainer replaces, never edits, them)."""
+    """Hard-link the finished files into place (no copy: the trainer replaces them, never edits)."""
     for name in OUTPUTS:
         tmp = out_dir / f".{name}.tmp"
         tmp.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Snakemake job: results/provenance.json, what made this run (commit, torch, device, date, config)."""
+"""Snakemake job: results/provenance.json (commit, torch, device, date, config) of the run."""
 import json
 import sys
 
