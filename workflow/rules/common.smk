@@ -27,6 +27,9 @@ DEVICE = "cuda" if config["device"] == "cuda" or (
     config["device"] == "auto" and torch.cuda.is_available()) else "cpu"
 PYTHON = sys.executable  # the interpreter running snakemake has the project installed
 ENV = "../../environment.yml"  # the project's conda environment, used with --use-conda
+# a job that asks for this many threads gets every core of the run (Snakemake caps threads at
+# --cores), so it runs alone and its timings are not shared with another job
+ALL_CORES = 1024
 
 
 def config_error(key, problem, allowed=None):

@@ -13,7 +13,7 @@ rule sequence_parallel:
         segments=" ".join(map(str, config["distributed"]["segment_lengths"])),
         dilations=" ".join(map(str, config["distributed"]["dilation_rates"])),
         dist=config["distributed"],
-    threads: workflow.cores  # alone on the machine: per-rank timings are not shared
+    threads: ALL_CORES  # alone on the machine: per-rank timings are not shared
     resources:
         gpu=lambda w: gpus(int(w.world_size)),
     log:

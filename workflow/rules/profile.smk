@@ -12,7 +12,7 @@ rule profile:
         profile=config["profile"],
         device=DEVICE,
         modules=config["extra_modules"],
-    threads: config["profile"]["threads"] or workflow.cores
+    threads: config["profile"]["threads"] or ALL_CORES
     resources:
         gpu=gpus(1),
     log:
