@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines import build
 from longnet.data import get_tokenizer, load_split
+from longnet.model import LanguageModel, ModelConfig
 from longnet.provenance import provenance
 
 MODES = ("native", "blockwise_causal")
@@ -61,8 +63,6 @@ class BlockwiseCausalAttention(nn.Module):
 
 def load_model(checkpoint, device="cpu"):
     """The model of a checkpoint written by longnet.train, in eval mode, and the checkpoint dict."""
-    from longnet.model import LanguageModel, ModelConfig
-
     state = torch.load(checkpoint, map_location=device, weights_only=False)
     model = LanguageModel(ModelConfig(**state["model_config"])).to(device)
     model.load_state_dict(state["model"])
@@ -81,7 +81,6 @@ def _use_mode(model, state: dict, mode: str) -> None:
     if mode == "blockwise_causal":
         model.set_attention(BlockwiseCausalAttention(state["train_config"]["seq_len"]))
     else:
-        from baselines import build
         cfg = state["model_config"]
         model.set_attention(build(cfg["attention"], num_heads=cfg["n_head"],
                                   **cfg["attention_params"]))
