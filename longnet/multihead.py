@@ -40,34 +40,37 @@ class KVCache:
 class MultiheadAttention(nn.Module):
     """x (B, N, E) -> (B, N, E) with `attention` deciding who attends to whom.
 
+    attend: the pattern, called as attend(q, k, v, causal=...) on (B, N, H, D) tensors; swappable
+    (evaluation swaps in blockwise causal attention to run a vanilla model past its training length).
     decode: optional callable (q (B,1,H,D), k_cache, v_cache) -> (B,1,H,D) for cached generation.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, attention: Callable, *, causal: bool = True,
+    def __init__(self, embed_dim: int, num_heads: int, attend: Callable, *, causal: bool = True,
                  positions: str | None = "xpos", sub_ln: bool = True, bias: bool = True, max_len: int = 0,
                  decode: Callable | None = None):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads, self.head_dim, self.causal = num_heads, embed_dim // num_heads, causal
-        self.attention, self.decode = attention, decode
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(embed_dim, embed_dim, bias=bias)
-                                                                for _ in range(4))
+        self.attend, self.decode = attend, decode
+        self.qkv_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)  # one matmul for q, k and v
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.positions = build_position_embedding(positions, self.head_dim, max_len)
         # MAGNETO (Wang et al. 2022): a LayerNorm on the attention output, before out_proj
-        self.inner_norm = nn.LayerNorm(embed_dim) if sub_ln else nn.Identity()
+        self.inner_ln = nn.LayerNorm(embed_dim) if sub_ln else nn.Identity()
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.num_heads, self.head_dim))
-
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """x (B, N, E); positions (N,) absolute positions (default: after what the cache holds)."""
         start = 0 if cache is None else cache.length
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        q, k, v = self.qkv_proj(x).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(2)
         if self.positions is not None:
-            q, k = self.positions(q, k, torch.arange(start, start + x.shape[1], device=x.device))
+            if positions is None:
+                positions = torch.arange(start, start + x.shape[1], device=x.device)
+            q, k = self.positions(q, k, positions)
         if cache is None or start == 0:
             # no cache, or prefill: the full causal forward gives every prompt position at once
-            out = self.attention(q, k, v, causal=self.causal)
+            out = self.attend(q, k, v, causal=self.causal)
             if cache is not None:
                 cache.append(k, v)
         else:
@@ -78,7 +81,7 @@ class MultiheadAttention(nn.Module):
                 keys, values = cache.append(k[:, i:i + 1], v[:, i:i + 1])
                 steps.append(self.decode(q[:, i:i + 1], keys, values))
             out = torch.cat(steps, 1)
-        return self.out_proj(self.inner_norm(out.flatten(-2)))
+        return self.out_proj(self.inner_ln(out.flatten(-2)))
 
 
 class MultiheadDilatedAttention(MultiheadAttention):
