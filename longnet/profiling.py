@@ -200,6 +200,8 @@ def run_cell_isolated(cell: Cell, mem_cap_bytes: int | None = None, poll_s: floa
             line = child.stdout.readline()
             if line.strip() == READY:
                 deadline = time.monotonic() + cell.time_cap_s
+            elif line.startswith("{"):  # the result: only the interpreter's exit is left
+                deadline = float("inf")
             stdout.append(line)
         peak_seen = max(peak_seen, _rss_bytes(child.pid))
         if mem_cap_bytes and not cell.device.startswith("cuda") and peak_seen > mem_cap_bytes:

@@ -65,7 +65,7 @@ def test_sweep_constant_tokens_and_failures_recorded(variant_module):
                 dict(name=f"{variant_module}:dense", params=dict(sleep_s=60.0)),
                 dict(name=f"{variant_module}:broken")]
     df = sweep(variants, seq_lens=[128, 64], modes=["fwd"], heads=2, head_dim=8,
-               total_tokens=256, repeats=2, time_cap_s=1.0, mem_cap_bytes=900 << 20)
+               total_tokens=256, repeats=2, time_cap_s=3.0, mem_cap_bytes=900 << 20)
     required = {"variant", "params", "seq_len", "batch", "mode", "device", "dtype", "median_ms",
                 "min_ms", "max_ms", "peak_mem_bytes", "flops", "gflops_per_s", "status",
                 "backend", "git_commit", "torch_version", "config_hash"}
