@@ -96,10 +96,11 @@ def figure6_loss_vs_compute(curve: pd.DataFrame):
 
 def figure7_context_window(context: pd.DataFrame):
     """Loss on the same final tokens as the prompt before them grows (Figure 7 right)."""
-    fig, (ax,) = _axes("Figure 7 (right): loss vs prompt length", "prompt length (tokens)",
-                       "test loss on the final tokens", logy=False)
+    fig, (ax,) = _axes("Figure 7 (right): loss vs context length",
+                       "context length: prompt + scored tokens", "test loss on the scored tokens",
+                       logy=False)
     if not context.empty:
-        _plot_models(ax, context, "prompt_len", "loss")
+        _plot_models(ax, context, "context_len", "loss")
     return _finish(fig, [ax], context.empty, "context-window evaluations")
 
 

@@ -76,6 +76,8 @@ COLUMNS = {
     "bytes_sent_per_rank": "bytes each rank sends per call (all-gathers + reduce-scatters)",
     "bytes_recv_per_rank": "bytes each rank receives per call",
     "min_rank_median_ms": "the fastest rank's median latency",
+    "median_cpu_ms": "the largest per-rank median of process CPU time (less inflated by other "
+                     "load on a shared CPU)",
     "max_abs_error_vs_single": "largest |difference| from the single-process result (empty past "
                                "check_max_len)",
     "threads_per_rank": "CPU threads per rank",
@@ -110,24 +112,31 @@ def table2_markdown(table2: pd.DataFrame) -> str:
     """Ours and the paper's perplexity side by side: a row per model, a column per eval length."""
     if table2.empty:
         return "(no perplexity evaluations in this run)"
-    cell = table2.assign(value=[f"{p:.2f}" + (f" ({q:.2f})" if pd.notna(q) else "")
-                                for p, q in zip(table2["perplexity"], table2["paper_perplexity"])])
+    blockwise = table2.get("mode", pd.Series("", index=table2.index)) == "blockwise_causal"
+    cell = table2.assign(value=[
+        f"{p:.2f}" + ("†" if b else "") + (f" ({q:.2f})" if pd.notna(q) else "")
+        for p, q, b in zip(table2["perplexity"], table2["paper_perplexity"], blockwise)])
     wide = cell.pivot_table(index=["variant", "train_len"], columns="eval_len", values="value",
                             aggfunc="first").reset_index()
     header = ["variant", "train len"] + [f"eval {c}" for c in wide.columns[2:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
               for row in wide.itertuples(index=False)]
+    if blockwise.any():
+        lines += ["", "† evaluated with blockwise causal attention beyond the training length, "
+                      "as the paper did for the vanilla Transformer."]
     return "\n".join(lines)
 
 
-def results_readme(tables: dict[str, pd.DataFrame], figures: list[str], captions_dir) -> str:
+def results_readme(tables: dict[str, pd.DataFrame], figures: list[str], captions_dir,
+                   config_hash: str) -> str:
     """The text of results/README.md for these tables (name -> DataFrame) and figure names."""
     out = [
         "# Results",
         "",
-        f"Made by `{MAIN_COMMAND}` from the repository root (default configuration "
-        "`workflow/configs/default.yaml`); the HTML report by "
+        f"Made by `{MAIN_COMMAND}` from the repository root (the default configuration, "
+        "`workflow/configs/default.yaml`, unless `--configfile` named another; this run's "
+        f"configuration hash: `{config_hash}`); the HTML report by "
         "`snakemake --report results/report.html`. What made this run (git commit, torch "
         "version, device, date, config hash and the whole configuration): `provenance.json`. "
         "Per-job intermediates are under `results/work/` and logs under `results/logs/` "

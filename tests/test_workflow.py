@@ -23,10 +23,21 @@ def snakemake(*args, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def write_config(path: Path, name: str = "smoke", **changes) -> Path:
-    """A copy of workflow/configs/<name>.yaml with top-level keys replaced."""
-    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    config.update(changes)
+DELETE = object()
+
+
+def smoke_config(path: Path, changes: dict) -> Path:
+    """The smoke config with dotted keys ("variants.2.params.dilation_rates") set or deleted."""
+    config = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        target = config
+        for part in parents:
+            target = target[int(part) if part.isdigit() else part]
+        if value is DELETE:
+            del target[last]
+        else:
+            target[last] = value
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -66,23 +77,6 @@ def test_dry_run_of_every_config(name, tmp_path):
         assert jobs[rule] == count, rule
 
 
-DELETE = object()
-
-
-def changed_smoke_config(path: Path, changes: dict) -> Path:
-    """The smoke config with dotted keys ("variants.2.params.dilation_rates") set or deleted."""
-    config = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
-    for key, value in changes.items():
-        *parents, last = key.split(".")
-        target = config
-        for part in parents:
-            target = target[int(part) if part.isdigit() else part]
-        if value is DELETE:
-            del target[last]
-        else:
-            target[last] = value
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.mark.parametrize("changes, expected", [
@@ -93,7 +87,7 @@ def changed_smoke_config(path: Path, changes: dict) -> Path:
     ({"variants.0.name": "nope"}, ["variants[0].name", "unknown variant 'nope'", "allowed"]),
 ])
 def test_impossible_configs_are_refused_at_load(changes, expected, tmp_path):
-    run = snakemake("-n", "--configfile", str(changed_smoke_config(tmp_path / "bad.yaml", changes)),
+    run = snakemake("-n", "--configfile", str(smoke_config(tmp_path / "bad.yaml", changes)),
                     cwd=tmp_path)
     assert run.returncode != 0
     for text in expected:
@@ -111,8 +105,9 @@ def test_adding_a_variant_module_grows_the_dag(tmp_path):
         "    '''Vanilla attention under another name: a stand-in for a user's variant.'''\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
-    grown = write_config(tmp_path / "grown.yaml", extra_modules=["my_attention"],
-                         variants=smoke["variants"] + [dict(name="my_attention", train_lens=[32])])
+    grown = smoke_config(tmp_path / "grown.yaml", {
+        "extra_modules": ["my_attention"],
+        "variants": smoke["variants"] + [dict(name="my_attention", train_lens=[32])]})
     run = snakemake("-n", "--configfile", str(grown), cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     jobs, before = job_counts(run.stdout), expected_jobs(smoke)
@@ -133,9 +128,9 @@ def smoke_run(tmp_path_factory):
     """Run the smoke pipeline, SIGKILL it (every process) once a model has a resumable checkpoint,
     then unlock and rerun it to completion."""
     root = tmp_path_factory.mktemp("smoke")
-    training = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())["training"]
-    training.update(steps=SMOKE_STEPS, checkpoint_every=10, eval_every=30)
-    config = str(write_config(root / "smoke.yaml", training=training))
+    config = str(smoke_config(root / "smoke.yaml", {"training.steps": SMOKE_STEPS,
+                                                    "training.checkpoint_every": 10,
+                                                    "training.eval_every": 30}))
     first = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
                               "--cores", "2", "--configfile", config], cwd=root,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

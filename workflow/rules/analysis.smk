@@ -80,6 +80,8 @@ rule results_readme:
         figures=rules.figures.output,
     output:
         f"{RESULTS}/README.md",
+    params:
+        config_hash=config_hash(config),
     log:
         f"{LOGS}/analysis/results_readme.log",
     conda:

@@ -10,4 +10,5 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821
 tables = read_tables({name: snakemake.input[name] for name in TABLES})  # noqa: F821
 figures = [Path(p).stem for p in snakemake.input.figures]  # noqa: F821
 captions = Path(snakemake.scriptdir).parent / "report"  # noqa: F821
-write_text(results_readme(tables, figures, captions), snakemake.output[0])  # noqa: F821
+text = results_readme(tables, figures, captions, snakemake.params.config_hash)  # noqa: F821
+write_text(text, snakemake.output[0])  # noqa: F821
