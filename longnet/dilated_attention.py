@@ -9,10 +9,11 @@ Rows are mixed by out = sum_i a_i o_i, a_i = exp(lse_i) / sum_j exp(lse_j) over 
 selected the row; a row no branch selects (only possible without an r = 1 branch) is 0.
 
 How it runs. A branch is a set of independent "blocks" (one per segment and head), each a dense
-attention over the block's selected rows. Blocks of the same length are packed into one batched
-kernel call, gathered with a single index_select on the (N*H, D) view of q, k and v; no padding,
-no masks, no N x N tensor, memory linear in N. Branch results are merged into a running
-(output, lse) accumulator with log-sum-exp, touching only the rows the branch selected.
+attention over the block's selected rows. Blocks of the same length form one piece of
+longnet.block_sparse (a batched kernel call on rows gathered with a single index_select on the
+(N*H, D) view of q, k and v): no padding, no masks, no N x N tensor, memory linear in N. Branch
+results are merged into a running (output, lse) accumulator with log-sum-exp, touching only the
+rows the branch selected.
 
 Gradients. The mixture equals one softmax over the multiset union of the branches' key sets, so
 the exact gradient (through the mixing weights too) is each block's ordinary attention backward run
@@ -28,7 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .backends import Backend, default_scale, get_backend, merge_attention
+from .backends import default_scale, get_backend, merge_attention
+from .block_sparse import Piece, Plan, _accumulation_dtype, block_sparse_attention, block_sparse_forward
 
 
 def validate_branches(segment_lengths: Sequence[int], dilation_rates: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -88,155 +90,17 @@ def branch_blocks(n: int, heads: int, segment_length: int, dilation_rate: int,
     return tuple(BlockGroup(torch.cat(parts)) for _, parts in sorted(by_length.items()))
 
 
-class _BlockGatherer:
-    """Gathers a block group's rows into kernel layout (B*n_blocks, 1, L, ...), reusing one
-    buffer per slot across groups and branches: on CPU, a fresh large allocation page-faults on
-    first touch, which costs as much as the copy itself."""
-
-    def __init__(self, batch: int, max_rows: int):
-        self.batch, self.max_rows = batch, max_rows
-        self.buffers: dict[int, torch.Tensor] = {}
-
-    def __call__(self, slot: int, x_flat: torch.Tensor, group: BlockGroup) -> torch.Tensor:
-        tail = x_flat.shape[2:]
-        width = x_flat[0, 0].numel()
-        buffer = self.buffers.get(slot)
-        if buffer is None or buffer.dtype != x_flat.dtype:
-            buffer = self.buffers[slot] = torch.empty(self.batch * self.max_rows * width, dtype=x_flat.dtype,
-                                                      device=x_flat.device)
-        rows = group.rows.view(-1)
-        gathered = buffer[: self.batch * len(rows) * width].view(self.batch, len(rows), *tail)
-        torch.index_select(x_flat, 1, rows, out=gathered)
-        return gathered.view(self.batch * group.n_blocks, 1, group.length, *tail)
-
-
-def _unblocks(x: torch.Tensor, batch: int) -> torch.Tensor:
-    """Inverse layout of the gatherer: (B*n_blocks, 1, L, ...) -> (B, n_blocks*L, ...)."""
-    return x.reshape(batch, -1, *x.shape[3:])
-
-
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-# Rows (times batch) per kernel call. Blocks are independent, so a branch runs in chunks of whole
-# blocks: buffers stay bounded whatever N is (memory is then q, k, v, out and their gradients:
-# linear in N), and on CPU a 16 MB chunk stays under glibc's mmap threshold, so the kernel's
-# outputs reuse freed heap instead of page-faulting fresh memory on every call.
-CHUNK_ROWS = {"cpu": 1 << 16, "cuda": 1 << 22}
-
-
-def _plan(n: int, heads: int, batch: int, branches, device):
-    """Chunks of block groups for every branch, an r = 1 branch first when there is one: it selects
-    every row exactly once, so it initialises the accumulators by plain copies (no zero fill, no
-    merge). Mixing is a sum, so the order changes nothing but rounding."""
+@functools.lru_cache(maxsize=64)
+def dilated_plan(n: int, heads: int, branches: tuple[tuple[int, int], ...], causal: bool,
+                 device: torch.device = torch.device("cpu")) -> Plan:
+    """The block-sparse plan of dilated attention: one self-attention piece per block group of
+    every branch, an r = 1 branch first when there is one. It selects every row exactly once, so
+    it fills the accumulators by plain copies (no zero fill, no merge); mixing is a sum, so the
+    order changes nothing but rounding."""
     ordered = sorted(branches, key=lambda branch: branch[1] != 1)
-    chunk_rows = CHUNK_ROWS.get(torch.device(device).type, 1 << 20) // batch
-    plan = []
-    for w, r in ordered:
-        chunks = []
-        for group in branch_blocks(n, heads, w, r, device):
-            step = max(1, chunk_rows // group.length)
-            chunks += [BlockGroup(group.rows[i:i + step]) for i in range(0, group.n_blocks, step)]
-        plan.append(chunks)
-    max_rows = max((chunk.rows.numel() for chunks in plan for chunk in chunks), default=0)
-    return plan, ordered[0][1] == 1, max_rows
-
-
-def _dilated_forward(q, k, v, branches, causal, scale, backend: Backend, keep_partials: bool):
-    """Merged (out, lse) over the flat (B, N*H) row space, plus each block group's own (o, lse)
-    when keep_partials (the detached-weights backward needs them)."""
-    batch, n, heads, dim = q.shape
-    acc = _accumulation_dtype(q.dtype)
-    plan, first_covers_all, max_rows = _plan(n, heads, batch, branches, q.device)
-    q_flat, k_flat, v_flat = (x.reshape(batch, n * heads, dim) for x in (q, k, v))
-    if first_covers_all:
-        out = torch.empty(batch, n * heads, dim, dtype=acc, device=q.device)
-        lse = torch.empty(batch, n * heads, dtype=acc, device=q.device)
-    else:  # rows no branch selects stay (0, -inf)
-        out = torch.zeros(batch, n * heads, dim, dtype=acc, device=q.device)
-        lse = torch.full((batch, n * heads), float("-inf"), dtype=acc, device=q.device)
-    gather = _BlockGatherer(batch, max_rows)
-    partials = []
-    for branch_number, groups in enumerate(plan):
-        for group in groups:
-            rows = group.rows.view(-1)
-            o, l = backend.forward(gather(0, q_flat, group), gather(1, k_flat, group), gather(2, v_flat, group),
-                                   causal, scale)
-            o, l = _unblocks(o, batch), _unblocks(l, batch).to(acc)
-            if keep_partials:
-                partials.append((o, l))
-            if branch_number == 0:  # nothing to merge with yet: the first branch's rows are disjoint
-                out.index_copy_(1, rows, o.to(acc))
-                lse.index_copy_(1, rows, l)
-                continue
-            # running log-sum-exp merge, in place on the gathered accumulator rows; a selected row
-            # always sees at least itself, so l is finite and the merged lse is too
-            out_rows = _unblocks(gather(3, out, group), batch)
-            lse_rows = lse.index_select(1, rows)
-            merged_lse = torch.logaddexp(lse_rows, l)
-            o = o.to(acc, copy=keep_partials)
-            out_rows.mul_(torch.exp(lse_rows - merged_lse)[..., None]).add_(o.mul_(torch.exp(l - merged_lse)[..., None]))
-            out.index_copy_(1, rows, out_rows)
-            lse.index_copy_(1, rows, merged_lse)
-    return out, lse, partials
-
-
-def _dilated_backward(dout, q, k, v, out, lse, partials, branches, causal, scale, backend: Backend,
-                      exact_grad: bool):
-    batch, n, heads, dim = q.shape
-    acc = _accumulation_dtype(q.dtype)
-    plan, first_covers_all, max_rows = _plan(n, heads, batch, branches, q.device)
-    q_flat, k_flat, v_flat = (x.reshape(batch, n * heads, dim) for x in (q, k, v))
-    dout_flat = dout.reshape(batch, n * heads, dim)
-    make = torch.empty if first_covers_all else torch.zeros
-    grads = [make(batch, n * heads, dim, dtype=acc, device=q.device) for _ in range(3)]
-    gather = _BlockGatherer(batch, max_rows)
-    partial_iter = iter(partials)
-    for branch_number, groups in enumerate(plan):
-        for group in groups:
-            rows = group.rows.view(-1)
-            q_b, k_b, v_b = gather(0, q_flat, group), gather(1, k_flat, group), gather(2, v_flat, group)
-            if exact_grad:
-                # the identity: this block's backward with the merged output and merged lse
-                block_out, block_lse = gather(3, out, group), gather(4, lse, group)
-                block_dout = gather(5, dout_flat, group)
-            else:
-                # official code: out = sum_i stopgrad(a_i) * o_i, so o_i receives a_i * dout
-                own_out, own_lse = next(partial_iter)
-                weight = torch.exp(own_lse - lse.index_select(1, rows))
-                block_dout = (dout_flat.index_select(1, rows).to(acc) * weight[..., None]).to(q.dtype)
-                block_dout = block_dout.view(q_b.shape)
-                block_out = own_out.reshape(q_b.shape)
-                block_lse = own_lse.reshape(q_b.shape[:-1])
-            block_grads = backend.backward(block_dout, q_b, k_b, v_b, block_out, block_lse, causal, scale)
-            for grad, block_grad in zip(grads, block_grads):
-                if branch_number == 0 and first_covers_all:
-                    grad.index_copy_(1, rows, _unblocks(block_grad, batch).to(acc))
-                else:
-                    grad.index_add_(1, rows, _unblocks(block_grad, batch).to(acc))
-    return [g.view(batch, n, heads, dim).to(q.dtype) for g in grads]
-
-
-class _DilatedAttentionFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, branches, causal, scale, backend, exact_grad):
-        out, lse, partials = _dilated_forward(q, k, v, branches, causal, scale, backend,
-                                              keep_partials=not exact_grad)
-        out = out.to(q.dtype)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.partials = partials
-        ctx.config = (branches, causal, scale, backend, exact_grad)
-        return out.view(q.shape)
-
-    @staticmethod
-    def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
-        branches, causal, scale, backend, exact_grad = ctx.config
-        dq, dk, dv = _dilated_backward(dout, q, k, v, out, lse, ctx.partials, branches, causal, scale,
-                                       backend, exact_grad)
-        ctx.partials = None
-        return dq, dk, dv, None, None, None, None, None
+    per_branch = [[Piece(group.rows, None, causal) for group in branch_blocks(n, heads, w, r, device)]
+                  for w, r in ordered]
+    return Plan([piece for pieces in per_branch for piece in pieces], n * heads, first_stage=len(per_branch[0]))
 
 
 def _check_inputs(q, k, v):
@@ -262,9 +126,8 @@ def dilated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment
     _check_inputs(q, k, v)
     if q.shape[1] == 0:
         return torch.zeros_like(q)
-    kernel = get_backend(backend, q.device, q.dtype, q.shape[-1])
-    scale = default_scale(q.shape[-1], scale)
-    return _DilatedAttentionFunction.apply(q, k, v, branches, causal, scale, kernel, exact_grad)
+    plan = dilated_plan(q.shape[1], q.shape[2], branches, causal, q.device)
+    return block_sparse_attention(q, k, v, plan, scale=scale, backend=backend, exact_grad=exact_grad)
 
 
 def dilated_attention_with_lse(q, k, v, segment_lengths, dilation_rates, *, causal=True, scale=None,
@@ -274,7 +137,9 @@ def dilated_attention_with_lse(q, k, v, segment_lengths, dilation_rates, *, caus
     _check_inputs(q, k, v)
     batch, n, heads, dim = q.shape
     kernel = get_backend(backend, q.device, q.dtype, dim)
-    out, lse, _ = _dilated_forward(q, k, v, branches, causal, default_scale(dim, scale), kernel, False)
+    flats = [x.reshape(batch, n * heads, dim) for x in (q, k, v)]
+    out, lse, _ = block_sparse_forward(*flats, dilated_plan(n, heads, branches, causal, q.device),
+                                       default_scale(dim, scale), kernel)
     return out.view(batch, n, heads, dim).to(q.dtype), lse.view(batch, n, heads)
 
 

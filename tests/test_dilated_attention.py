@@ -197,3 +197,12 @@ def test_gpu_backends_match_cpu(dtype):
         torch.testing.assert_close(out.float().cpu(), expected, rtol=tol, atol=tol)
         out.float().sum().backward()
         assert torch.isfinite(qc.grad).all()
+
+
+@pytest.mark.parametrize("exact_grad", [True, False])
+def test_backward_twice_with_retained_graph(exact_grad):
+    q, k, v = random_qkv(1, 20, 2, 4)
+    out = dilated_attention(q, k, v, [4, 8], [1, 2], exact_grad=exact_grad)
+    first = torch.autograd.grad(out.sum(), q, retain_graph=True)[0]
+    second = torch.autograd.grad(out.sum(), q)[0]
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
