@@ -137,13 +137,15 @@ def distributed_bytes(distributed: pd.DataFrame):
 
 
 def attention_graph(graph: pd.DataFrame):
-    """Attention layers a token needs to reach a token d positions back, by variant."""
+    """Attention layers a token needs to reach every token up to d positions back, by variant
+    (the running maximum over distances of the shortest-path layer counts)."""
     fig, (ax,) = _axes("Dependency path length in the stacked attention graph",
-                       "distance d (tokens)", "layers needed", logy=False)
+                       "distance d (tokens)", "layers to reach every token within d", logy=False)
     if not graph.empty:
-        for variant, rows in graph.groupby("variant"):
+        for variant, rows in graph[graph["distance"] > 0].groupby("variant"):
             rows = rows.sort_values("distance")
-            ax.step(rows["distance"], rows["layers"], where="post", label=variant)
+            ax.step(rows["distance"], rows["layers"].cummax(), where="post", label=variant)
+        ax.yaxis.get_major_locator().set_params(integer=True)
     return _finish(fig, [ax], graph.empty, "attention-graph analysis")
 
 
