@@ -5,14 +5,16 @@ rank p holds tokens [p*L, (p+1)*L), L = N / P, and passes its own (B, L, H, D) q
 
 Per branch (w, r), with w clipped to N:
 - local: every segment lies inside one rank's chunk (P = 1 or w divides L). The branch runs on the
-  local chunk with the core's own code (`longnet.dilated_attention`), no communication.
+  local chunk exactly as the core runs it (`longnet.dilated_attention.dilated_plan`).
 - spanning: a segment crosses a chunk boundary. The ranks whose chunks share segments form a
   "block" (consecutive ranks with no segment boundary between them; w = m*L gives blocks of m
   ranks). Each rank sparsifies its k, v (only the rows the branch selects, about L*H/r of the L*H),
   all-gathers those among its block (a process group of the block's ranks), and attends its own
   selected queries to the gathered keys of their segment. Causal: a query sees the gathered keys of
-  earlier ranks (one non-causal kernel call) and the causal part of its own chunk (one causal call),
-  merged by log-sum-exp; no rank drops its own chunk, none attends zeros.
+  earlier ranks (a full block) and the causal part of its own chunk (a causal block); no rank
+  drops its own chunk, none attends zeros.
+All of it is one `longnet.block_sparse` plan (the core's engine) over the local query rows and a
+combined key space [local k | gathered k of each spanning branch], merged by log-sum-exp.
 Backward is exact: each kernel call's backward runs with the MERGED output and lse (the identity of
 LONGNET_NOTES.md section 1); key/value gradients of gathered rows go back to their owners by a
 reduce-scatter over the block. With r growing like w, the sparsified rows per rank (L*H/r) times
@@ -32,16 +34,16 @@ import functools
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from baselines.longnet import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
 
-from .backends import default_scale, get_backend, merge_attention
-from .dilated_attention import (BlockGroup, _accumulation_dtype, _check_inputs, _dilated_backward,
-                                _dilated_forward, _unblocks, branch_blocks, validate_branches)
+from .backends import default_scale, get_backend
+from .block_sparse import Piece, Plan, block_sparse_backward, block_sparse_forward
+from .dilated_attention import _check_inputs, branch_blocks, dilated_plan, validate_branches
 
 
 @dataclass
@@ -68,28 +70,19 @@ COMM = CommCounter()  # the default counter
 
 
 # ------------------------------------------------------------------------------------------------
-# the plan: which branches are local, and for spanning ones which rows go where (cached per shape)
-
-@dataclass
-class CallGroup:
-    """Blocks of a spanning branch that share query range [i0, i1) and block length: one or two
-    kernel calls. q indexes the local (B, L*H) rows; keys index the gathered (B, m*M) rows."""
-    q: BlockGroup
-    keys_before: BlockGroup | None  # causal: rows [0, i0) from earlier ranks (non-causal call)
-    keys_own: BlockGroup  # causal: rows [i0, i1), this rank's (causal call); else all rows
-
+# the plan: one block-sparse plan over a key space [local k | gathered k of each spanning branch]
 
 @dataclass
 class SpanningBranch:
     ranks: tuple[int, ...]  # the block's ranks in the sequence group
-    send_rows: torch.Tensor  # local flat rows (position * H + head) this rank sends, sorted
-    rows_per_rank: int  # M: the send buffer's length (the largest count in the block; padded)
-    calls: list[CallGroup] = field(default_factory=list)
+    send_rows: torch.Tensor  # local rows (position * H + head) this rank sends, sorted
+    rows_per_rank: int  # M: the send buffer's length (the block's largest count; others padded)
+    key_offset: int  # where its gathered (m * M) rows start in the combined key space
 
 
 @dataclass
-class Plan:
-    local: tuple[tuple[int, int], ...]  # branches computed on the local chunk
+class SequencePlan:
+    attention: Plan  # pieces over local query rows and combined key rows
     spanning: list[SpanningBranch]
 
 
@@ -106,10 +99,12 @@ def _block_ranks(rank: int, world: int, chunk: int, w: int) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=64)
 def make_plan(chunk: int, world: int, rank: int, heads: int, branches, causal: bool,
-              device: torch.device = torch.device("cpu")) -> Plan:
-    """Which branches are local, and the gather/attend indices of the spanning ones."""
-    n = chunk * world
-    local, spanning = [], []
+              device: torch.device = torch.device("cpu")) -> SequencePlan:
+    """Local branches as the core's own pieces; each spanning branch's blocks as pieces whose
+    queries are this rank's selected rows and whose keys are rows of the gathered buffer."""
+    n, rows_per_chunk = chunk * world, chunk * heads
+    local, spanning, pieces = [], [], []
+    key_offset = rows_per_chunk  # the combined key space starts with the local k
     for w, r in branches:
         w = min(w, n)
         if world == 1 or chunk % w == 0:
@@ -117,7 +112,6 @@ def make_plan(chunk: int, world: int, rank: int, heads: int, branches, causal: b
             continue
         ranks = _block_ranks(rank, world, chunk, w)
         me, span = rank - ranks[0], len(ranks) * chunk
-        rows_per_chunk = chunk * heads
         # the branch's blocks over the block's range, standalone: it starts on a segment boundary
         groups = branch_blocks(span, heads, w, r, device)
         selected = torch.cat([g.rows.view(-1) for g in groups]).sort().values
@@ -125,31 +119,28 @@ def make_plan(chunk: int, world: int, rank: int, heads: int, branches, causal: b
         counts = torch.bincount(owner, minlength=len(ranks))
         first_of = torch.cumsum(counts, 0) - counts  # where each rank's rows start in `selected`
         most = int(counts.max())
-        send_rows = selected[owner == me] - me * rows_per_chunk
-
-        def gathered_index(rows: torch.Tensor) -> torch.Tensor:
-            """Block-range rows -> rows of the gathered (m * M) buffer."""
-            rank_of = rows // rows_per_chunk
-            return rank_of * most + torch.searchsorted(selected, rows) - first_of[rank_of]
-
-        calls = []
         lo, hi = me * rows_per_chunk, (me + 1) * rows_per_chunk
         for group in groups:
             rows = group.rows
-            i0 = (rows < lo).sum(1)
-            i1 = (rows < hi).sum(1)
+            rank_of = rows // rows_per_chunk  # block-range row -> combined key row
+            keys = key_offset + rank_of * most + torch.searchsorted(selected, rows) - first_of[rank_of]
+            i0, i1 = (rows < lo).sum(1), (rows < hi).sum(1)  # this rank's queries: [i0, i1)
             mine = i1 > i0
-            keys = gathered_index(rows)
             for a, b in torch.unique(torch.stack([i0[mine], i1[mine]], 1), dim=0).tolist():
                 pick = mine & (i0 == a) & (i1 == b)
-                q = BlockGroup(rows[pick, a:b] - lo)
-                if causal:
-                    before = BlockGroup(keys[pick, :a]) if a > 0 else None
-                    calls.append(CallGroup(q, before, BlockGroup(keys[pick, a:b])))
-                else:
-                    calls.append(CallGroup(q, None, BlockGroup(keys[pick])))
-        spanning.append(SpanningBranch(ranks, send_rows, most, calls))
-    return Plan(tuple(local), spanning)
+                queries = rows[pick, a:b] - lo
+                if not causal:
+                    pieces.append(Piece(queries, keys[pick], causal=False))
+                    continue
+                if a > 0:  # keys of earlier ranks: all visible
+                    pieces.append(Piece(queries, keys[pick, :a], causal=False))
+                pieces.append(Piece(queries, keys[pick, a:b], causal=True))  # its own chunk
+        spanning.append(SpanningBranch(ranks, selected[owner == me] - lo, most, key_offset))
+        key_offset += len(ranks) * most
+    own = dilated_plan(chunk, heads, tuple(local), causal, device) if local else None
+    attention = Plan((own.pieces if own else []) + pieces, rows_per_chunk,
+                     first_stage=own.first_stage if own else 0)
+    return SequencePlan(attention, spanning)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -192,109 +183,56 @@ def _reduce_scatter(full: torch.Tensor, group, ranks: int, counter: CommCounter)
 # ------------------------------------------------------------------------------------------------
 # forward and backward
 
-def _blocks(x_flat: torch.Tensor, group: BlockGroup) -> torch.Tensor:
-    """A group's rows of a (B, rows, ...) tensor in kernel layout (B*n_blocks, 1, length, ...)."""
-    gathered = x_flat.index_select(1, group.rows.view(-1))
-    return gathered.view(x_flat.shape[0] * group.n_blocks, 1, group.length, *x_flat.shape[2:])
-
-
 def _gather_kv(k_flat, v_flat, branch: SpanningBranch, group, counter):
-    """Sparsify local k, v to the branch's rows, all-gather them over the block.
-    Returns the gathered (B, m*M, D) keys and values."""
+    """Sparsify local k, v to the branch's rows and all-gather them over the block: 2 x (B, m*M, D)."""
     batch, _, dim = k_flat.shape
-    m, most = len(branch.ranks), branch.rows_per_rank
+    m, most, count = len(branch.ranks), branch.rows_per_rank, len(branch.send_rows)
     send = k_flat.new_zeros(2, batch, most, dim)
-    count = len(branch.send_rows)
     send[0, :, :count] = k_flat.index_select(1, branch.send_rows)
     send[1, :, :count] = v_flat.index_select(1, branch.send_rows)
-    if m == 1:
-        gathered = send[None]
-    else:
-        gathered = _all_gather(send, _block_group(group, branch.ranks), m, counter)
-    # (m, 2, B, M, D) -> 2 x (B, m*M, D)
-    gathered = gathered.permute(1, 2, 0, 3, 4).reshape(2, batch, m * most, dim)
+    gathered = send[None] if m == 1 else _all_gather(send, _block_group(group, branch.ranks), m, counter)
+    gathered = gathered.permute(1, 2, 0, 3, 4).reshape(2, batch, m * most, dim)  # (m, 2, B, M, D) ->
     return gathered[0], gathered[1]
-
-
-def _spanning_calls(call: CallGroup, q_flat, k_all, v_all, causal):
-    """The kernel calls of one call group: (q, k, v, causal flag, which keys) per call."""
-    q_b = _blocks(q_flat, call.q)
-    if call.keys_before is not None:
-        yield q_b, _blocks(k_all, call.keys_before), _blocks(v_all, call.keys_before), False, call.keys_before
-    yield q_b, _blocks(k_all, call.keys_own), _blocks(v_all, call.keys_own), causal, call.keys_own
-
-
-def _forward(q, k, v, plan: Plan, causal, scale, backend, group, counter):
-    batch, chunk, heads, dim = q.shape
-    acc = _accumulation_dtype(q.dtype)
-    if plan.local:
-        out, lse, _ = _dilated_forward(q, k, v, plan.local, causal, scale, backend, keep_partials=False)
-    else:
-        out = torch.zeros(batch, chunk * heads, dim, dtype=acc, device=q.device)
-        lse = torch.full((batch, chunk * heads), float("-inf"), dtype=acc, device=q.device)
-    q_flat, k_flat, v_flat = (x.reshape(batch, chunk * heads, dim) for x in (q, k, v))
-    gathered = []
-    for branch in plan.spanning:
-        k_all, v_all = _gather_kv(k_flat, v_flat, branch, group, counter)
-        gathered.append((k_all, v_all))
-        for call in branch.calls:
-            o = l = None
-            for q_b, k_b, v_b, flag, _ in _spanning_calls(call, q_flat, k_all, v_all, causal):
-                o_c, l_c = backend.forward(q_b, k_b, v_b, flag, scale)
-                o, l = (o_c, l_c) if o is None else merge_attention(o, l, o_c, l_c)
-            rows = call.q.rows.view(-1)
-            merged = merge_attention(out.index_select(1, rows), lse.index_select(1, rows),
-                                     _unblocks(o, batch), _unblocks(l, batch))
-            out.index_copy_(1, rows, merged[0])
-            lse.index_copy_(1, rows, merged[1])
-    return out.to(q.dtype), lse, gathered
-
-
-def _backward(dout, q, k, v, out, lse, gathered, plan: Plan, causal, scale, backend, group, counter):
-    batch, chunk, heads, dim = q.shape
-    acc = _accumulation_dtype(q.dtype)
-    if plan.local:  # the core's backward with the merged out and lse is each local branch's share
-        dq, dk, dv = (g.reshape(batch, chunk * heads, dim).to(acc) for g in _dilated_backward(
-            dout, q, k, v, out, lse, [], plan.local, causal, scale, backend, exact_grad=True))
-    else:
-        dq, dk, dv = (torch.zeros(batch, chunk * heads, dim, dtype=acc, device=q.device) for _ in range(3))
-    q_flat, k_flat, v_flat = (x.reshape(batch, chunk * heads, dim) for x in (q, k, v))
-    dout_flat = dout.reshape(batch, chunk * heads, dim)
-    for branch, (k_all, v_all) in zip(plan.spanning, gathered):
-        dk_all, dv_all = (torch.zeros(k_all.shape, dtype=acc, device=q.device) for _ in range(2))
-        for call in branch.calls:
-            rows = call.q.rows.view(-1)
-            o_b, l_b, do_b = _blocks(out, call.q), _blocks(lse, call.q), _blocks(dout_flat, call.q)
-            for q_b, k_b, v_b, flag, keys in _spanning_calls(call, q_flat, k_all, v_all, causal):
-                dq_b, dk_b, dv_b = backend.backward(do_b, q_b, k_b, v_b, o_b, l_b, flag, scale)
-                dq.index_add_(1, rows, _unblocks(dq_b, batch).to(acc))
-                dk_all.index_add_(1, keys.rows.view(-1), _unblocks(dk_b, batch).to(acc))
-                dv_all.index_add_(1, keys.rows.view(-1), _unblocks(dv_b, batch).to(acc))
-        m, most = len(branch.ranks), branch.rows_per_rank
-        # 2 x (B, m*M, D) -> (m, 2, B, M, D): the reduce-scatter hands each rank its own rows
-        full = torch.stack([dk_all, dv_all]).view(2, batch, m, most, dim).permute(2, 0, 1, 3, 4)
-        mine = full[0] if m == 1 else _reduce_scatter(full, _block_group(group, branch.ranks), m, counter)
-        count = len(branch.send_rows)
-        dk.index_add_(1, branch.send_rows, mine[0, :, :count])
-        dv.index_add_(1, branch.send_rows, mine[1, :, :count])
-    return [g.view(q.shape).to(q.dtype) for g in (dq, dk, dv)]
 
 
 class _SequenceParallelFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, plan, causal, scale, backend, group, counter):
-        out, lse, gathered = _forward(q, k, v, plan, causal, scale, backend, group, counter)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.gathered = gathered  # the gathered k, v: the backward needs no second all-gather
-        ctx.config = (plan, causal, scale, backend, group, counter)
+    def forward(ctx, q, k, v, plan: SequencePlan, scale, backend, group, counter):
+        batch, chunk, heads, dim = q.shape
+        q_flat, k_flat, v_flat = (x.reshape(batch, chunk * heads, dim) for x in (q, k, v))
+        keys, values = [k_flat], [v_flat]
+        for branch in plan.spanning:
+            k_all, v_all = _gather_kv(k_flat, v_flat, branch, group, counter)
+            keys.append(k_all)
+            values.append(v_all)
+        keys, values = (torch.cat(x, 1) if len(x) > 1 else x[0] for x in (keys, values))
+        out, lse, _ = block_sparse_forward(q_flat, keys, values, plan.attention, scale, backend)
+        out = out.to(q.dtype)
+        # the combined keys are kept: the backward needs no second all-gather
+        ctx.save_for_backward(q_flat, keys, values, out, lse)
+        ctx.config = (plan, scale, backend, group, counter)
         return out.view(q.shape)
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
-        grads = _backward(dout, q, k, v, out, lse, ctx.gathered, *ctx.config)
-        ctx.gathered = None
-        return (*grads, None, None, None, None, None, None)
+        q_flat, keys, values, out, lse = ctx.saved_tensors
+        plan, scale, backend, group, counter = ctx.config
+        batch, chunk, heads, dim = dout.shape
+        dq, dkeys, dvalues = block_sparse_backward(dout.reshape(q_flat.shape), q_flat, keys, values,
+                                                   out, lse, plan.attention, scale, backend)
+        local = chunk * heads
+        dk, dv = dkeys[:, :local], dvalues[:, :local]
+        for branch in plan.spanning:
+            m, most, count = len(branch.ranks), branch.rows_per_rank, len(branch.send_rows)
+            rows = slice(branch.key_offset, branch.key_offset + m * most)
+            # 2 x (B, m*M, D) -> (m, 2, B, M, D): the reduce-scatter hands each rank its own rows
+            full = torch.stack([dkeys[:, rows], dvalues[:, rows]]).view(2, batch, m, most, dim)
+            full = full.permute(2, 0, 1, 3, 4)
+            mine = full[0] if m == 1 else _reduce_scatter(full, _block_group(group, branch.ranks), m, counter)
+            dk.index_add_(1, branch.send_rows, mine[0, :, :count])
+            dv.index_add_(1, branch.send_rows, mine[1, :, :count])
+        return (*(g.reshape(dout.shape).to(dout.dtype) for g in (dq, dk, dv)),
+                None, None, None, None, None)
 
 
 def sequence_parallel_dilated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -318,8 +256,8 @@ def sequence_parallel_dilated_attention(q: torch.Tensor, k: torch.Tensor, v: tor
         _check_equal_chunks(chunk, group)
         _CHECKED_CHUNKS.add((chunk, group))
     kernel = get_backend(backend, q.device, q.dtype, dim)
-    return _SequenceParallelFunction.apply(q, k, v, plan, causal, default_scale(dim, scale), kernel,
-                                           group, counter if counter is not None else COMM)
+    return _SequenceParallelFunction.apply(q, k, v, plan, default_scale(dim, scale), kernel, group,
+                                           counter if counter is not None else COMM)
 
 
 _CHECKED_CHUNKS: set = set()
