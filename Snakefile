@@ -26,6 +26,9 @@ include: "workflow/rules/profile.smk"
 include: "workflow/rules/distributed.smk"
 include: "workflow/rules/analysis.smk"
 
+# light aggregation jobs run on the submitting machine, not as cluster jobs
+localrules: all, project_latency, tables, figures, provenance, results_readme
+
 
 rule all:
     input:
