@@ -39,25 +39,23 @@ def paper_table2() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def read_csvs(paths, **labels) -> pd.DataFrame:
-    """Concatenate CSVs (empty files and empty lists give an empty frame)."""
-    frames = [pd.read_csv(p) for p in paths if Path(p).stat().st_size > 0]
-    frames = [f for f in frames if len(f)]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    for column, value in labels.items():
-        df[column] = value
-    return df
+def read_csv(path) -> pd.DataFrame:
+    """A CSV as a frame; a file with no columns (an empty table) reads as an empty frame."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def read_csvs(paths) -> pd.DataFrame:
+    """Concatenate CSVs (empty files and an empty list give an empty frame)."""
+    frames = [df for df in map(read_csv, paths) if len(df)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def read_tables(paths: dict) -> dict[str, pd.DataFrame]:
-    """The tidy tables back from their CSVs (name -> path); a table with no columns reads empty."""
-    tables = {}
-    for name, path in paths.items():
-        try:
-            tables[name] = pd.read_csv(path)
-        except pd.errors.EmptyDataError:
-            tables[name] = pd.DataFrame()
-    return tables
+    """The tidy tables back from their CSVs (name -> path)."""
+    return {name: read_csv(path) for name, path in paths.items()}
 
 
 def variant_info(variants) -> pd.DataFrame:
@@ -129,7 +127,7 @@ def with_train_len(paths) -> pd.DataFrame:
     """Training outputs carry their model in the path: .../train/<variant>/L<train_len>/<file>."""
     frames = []
     for p in paths:
-        df = read_csvs([p])
+        df = read_csv(p)
         if len(df):
             parts = Path(p).parts
             df["variant"], df["train_len"] = parts[-3], int(parts[-2][1:])
