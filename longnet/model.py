@@ -2,6 +2,7 @@
 
 The paper's layout (torchscale's Decoder with MAGNETO, https://arxiv.org/abs/2210.06423):
     x = x + out_proj(subLN(attention(xpos(q), xpos(k), v)))   with q, k, v from LN(x)
+        (the attention layer is longnet.multihead.MultiheadAttention around a baselines variant)
     x = x + fc2(subLN(gelu(fc1(LN(x)))))
 a final LayerNorm, and the output head tied to the token embedding. MAGNETO scales the initial
 weights of v_proj, out_proj, fc1 and fc2 by sqrt(log(2 * n_layer)). Positions are XPos (the
@@ -22,7 +23,7 @@ from torch import nn
 
 import baselines
 from longnet.flops import training_step_flops
-from longnet.positions import build_position_embedding
+from longnet.multihead import MultiheadAttention
 
 POSITIONS = ("xpos", "rotary", "none")
 
@@ -87,27 +88,6 @@ class ModelConfig:
         return asdict(self)
 
 
-class SelfAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
-        self.qkv_proj = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
-        self.positions = build_position_embedding(cfg.positions, cfg.head_dim, cfg.max_seq_len)
-        # the attention pattern itself: parameter-free, swappable (evaluate.py swaps in blockwise
-        # causal attention to run a vanilla model beyond its training length)
-        self.attend = baselines.build(cfg.attention, num_heads=cfg.n_head, **cfg.attention_params)
-        self.inner_ln = nn.LayerNorm(cfg.d_model) if cfg.sub_ln else nn.Identity()
-        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        q, k, v = self.qkv_proj(x).view(B, N, 3, self.n_head, self.head_dim).unbind(2)
-        if self.positions is not None:
-            q, k = self.positions(q, k, positions)
-        out = self.attend(q, k, v, causal=True)  # (B, N, H, D)
-        return self.out_proj(self.inner_ln(out.reshape(B, N, C)))
-
-
 class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -124,7 +104,11 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.attn_ln = nn.LayerNorm(cfg.d_model)
-        self.attn = SelfAttention(cfg)
+        # the core's layer: fused qkv, positions, sub-LN, out_proj around a swappable pattern
+        # (evaluate.py swaps in blockwise causal attention for vanilla beyond its train length)
+        attend = baselines.build(cfg.attention, num_heads=cfg.n_head, **cfg.attention_params)
+        self.attn = MultiheadAttention(cfg.d_model, cfg.n_head, attend, positions=cfg.positions,
+                                       sub_ln=cfg.sub_ln, bias=cfg.bias, max_len=cfg.max_seq_len)
         self.ffn_ln = nn.LayerNorm(cfg.d_model)
         self.ffn = FeedForward(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
