@@ -10,11 +10,13 @@ import torch
 from baselines import AttentionVariant, check, check_backend, register
 from baselines._blocks import query_key_grid
 from longnet import dilated_attention
+from longnet.dilated_attention import PAPER_DILATION_RATES as _PAPER_RATES
+from longnet.dilated_attention import PAPER_SEGMENT_LENGTHS as _PAPER_SEGMENTS
 from longnet.dilated_attention import validate_branches
 from longnet.flops import dilated_attention_flops
 
-PAPER_SEGMENT_LENGTHS = [2048, 4096, 8192, 16384, 32768]
-PAPER_DILATION_RATES = [1, 2, 4, 6, 12]
+# as lists: params come from and go to YAML
+PAPER_SEGMENT_LENGTHS, PAPER_DILATION_RATES = list(_PAPER_SEGMENTS), list(_PAPER_RATES)
 
 
 @register("longnet")

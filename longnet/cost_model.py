@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 
-from baselines.longnet import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
 
+from .dilated_attention import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
 from .flops import BACKWARD_FACTOR, attention_flops, branch_pairs, causal_pairs
 
 # Nominal per-GPU link numbers (bytes/s, seconds). NVLink: A100 NVLink3 is 300 GB/s per direction

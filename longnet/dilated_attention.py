@@ -33,6 +33,11 @@ from .backends import default_scale, get_backend, merge_attention
 from .block_sparse import Piece, Plan, _accumulation_dtype, block_sparse_attention, block_sparse_forward
 
 
+# The paper's schedule (section 4): w = 2K..32K with r = 1, 2, 4, 6, 12.
+PAPER_SEGMENT_LENGTHS = (2048, 4096, 8192, 16384, 32768)
+PAPER_DILATION_RATES = (1, 2, 4, 6, 12)
+
+
 def validate_branches(segment_lengths: Sequence[int], dilation_rates: Sequence[int]) -> tuple[tuple[int, int], ...]:
     """The (w, r) pairs, or a ValueError that says what is wrong with the configuration."""
     segment_lengths, dilation_rates = list(segment_lengths), list(dilation_rates)

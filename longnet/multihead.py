@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .dilated_attention import dilated_attention, dilated_attention_decode, validate_branches
+from .dilated_attention import (PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, dilated_attention,
+                                dilated_attention_decode, validate_branches)
 from .positions import build_position_embedding
 
 
@@ -87,8 +88,8 @@ class MultiheadAttention(nn.Module):
 class MultiheadDilatedAttention(MultiheadAttention):
     """LongNet's attention layer: projections, XPos, sub-LN and dilated attention with a decode cache."""
 
-    def __init__(self, embed_dim: int, num_heads: int, segment_lengths: Sequence[int] = (2048, 4096, 8192, 16384, 32768),
-                 dilation_rates: Sequence[int] = (1, 2, 4, 6, 12), *, causal: bool = True,
+    def __init__(self, embed_dim: int, num_heads: int, segment_lengths: Sequence[int] = PAPER_SEGMENT_LENGTHS,
+                 dilation_rates: Sequence[int] = PAPER_DILATION_RATES, *, causal: bool = True,
                  positions: str | None = "xpos", sub_ln: bool = True, bias: bool = True, max_len: int = 0,
                  backend: str = "auto", exact_grad: bool = True):
         branches = validate_branches(segment_lengths, dilation_rates)
