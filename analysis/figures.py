@@ -90,7 +90,7 @@ def figure6_loss_vs_compute(curve: pd.DataFrame):
                        logy=False)
     ax.set_xscale("log")
     if not curve.empty:
-        _plot_models(ax, curve, "train_flops", "val_loss")
+        _plot_models(ax, curve[curve["train_flops"] > 0], "train_flops", "val_loss")  # log x
     return _finish(fig, [ax], curve.empty, "compute curves")
 
 
