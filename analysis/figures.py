@@ -125,14 +125,13 @@ def table2_perplexity(table: pd.DataFrame):
 
 
 def distributed_bytes(distributed: pd.DataFrame):
-    """Bytes each rank sends per attention call vs N, by world size (paper: constant in N)."""
+    """MiB each rank sends per attention call vs N, by world size (paper: constant in N)."""
     fig, (ax,) = _axes("Sequence-parallel communication per rank", "sequence length N (tokens)",
-                       "bytes sent per rank per call")
+                       "MiB sent per rank per call", logy=False)
     if not distributed.empty:
         for p, runs in distributed.groupby("world_size"):
             runs = runs.sort_values("seq_len")
-            ax.plot(runs["seq_len"], runs["bytes_sent_per_rank"].clip(lower=1), "o-",
-                    label=f"{p} ranks")
+            ax.plot(runs["seq_len"], runs["bytes_sent_per_rank"] / 2**20, "o-", label=f"{p} ranks")
     return _finish(fig, [ax], distributed.empty, "distributed runs")
 
 
