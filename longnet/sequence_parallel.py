@@ -324,6 +324,8 @@ def benchmark(seq_lens, segment_lengths=PAPER_SEGMENT_LENGTHS, dilation_rates=PA
 
     if mode not in ("fwd", "fwd+bwd"):
         raise ValueError(f"mode={mode!r}; allowed: fwd, fwd+bwd")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" \
         else torch.device("cpu")
@@ -360,7 +362,7 @@ def benchmark(seq_lens, segment_lengths=PAPER_SEGMENT_LENGTHS, dilation_rates=PA
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             began, cpu_began = time.perf_counter(), time.process_time()
-            step()
+            out = step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append((time.perf_counter() - began) * 1e3)
