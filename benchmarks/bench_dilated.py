@@ -25,7 +25,8 @@ import torch
 
 from longnet import dilated_attention
 from longnet.backends import get_backend
-from longnet.dilated_attention import _BlockGatherer, _plan, validate_branches
+from longnet.block_sparse import _chunks, _Gatherer
+from longnet.dilated_attention import dilated_plan, validate_branches
 from longnet.flops import dense_attention_flops, dilated_attention_flops
 from longnet.provenance import provenance
 
@@ -52,12 +53,11 @@ def qkv(n, requires_grad=False):
 def overhead(n: int, repeats: int) -> list[dict]:
     q, k, v = qkv(n)
     backend = get_backend("auto", q.device, q.dtype, DIM)
-    plan, _, max_rows = _plan(n, HEADS, 1, validate_branches(SEGMENTS, RATES), q.device)
-    blocks = []
-    for groups in plan:
-        for group in groups:
-            gather = _BlockGatherer(1, group.rows.numel())
-            blocks.append([gather(0, x.reshape(1, n * HEADS, DIM), group).clone() for x in (q, k, v)])
+    plan = dilated_plan(n, HEADS, validate_branches(SEGMENTS, RATES), True, q.device)
+    gather = _Gatherer(1)
+    # the same kernel calls the forward makes, on blocks gathered beforehand
+    blocks = [[gather(0, x.reshape(1, n * HEADS, DIM), piece.gather_rows).clone() for x in (q, k, v)]
+              for _, piece in _chunks(plan, 1, q.device)]
     scale = DIM ** -0.5
     outs = [backend.forward(*b, True, scale) for b in blocks]
     douts = [torch.randn_like(o) for o, _ in outs]
