@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import csv
 import io
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
