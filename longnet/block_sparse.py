@@ -15,14 +15,20 @@ LongNet's mixture of branches when a key is seen by several branches (it then co
 branch, which is what eq. 10 of the paper computes). The gradient of that union is each piece's
 ordinary kernel backward run with the MERGED output and lse (LONGNET_NOTES.md, section 1).
 
-Performance (CPU measurements in benchmarks/): rows are gathered with index_select into contiguous
-blocks (the CPU flash kernel runs about 2x slower on strided views than a gather costs); pieces
-run in chunks of whole blocks, so workspace is bounded whatever N is; gather buffers are reused,
-and on CPU the 16 MB chunks stay under glibc's mmap threshold, so kernel outputs reuse freed heap
-instead of page-faulting fresh memory on every call.
+A piece may also say that its blocks form a `Lattice`: a strided view of the row space (LongNet's
+branches do). Its rows are then gathered by one strided copy and merged, scattered and accumulated
+in place through the same view, with no index_select/index_copy round trip.
+
+Performance (CPU measurements in benchmarks/): rows are gathered into contiguous blocks (the CPU
+flash kernel runs 15-35% slower on strided views than on gathered blocks); pieces run in chunks of
+whole blocks, so workspace is bounded whatever N is; gather buffers are reused, and on CPU the
+16 MB chunks stay under glibc's mmap threshold, so kernel outputs reuse freed heap instead of
+page-faulting fresh memory on every call. Merging is one in-place lerp per piece: the two weights
+of a log-sum-exp merge sum to one.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -34,16 +40,64 @@ CHUNK_ROWS = {"cpu": 1 << 16, "cuda": 1 << 22}  # rows (times batch) per kernel 
 
 
 @dataclass(frozen=True)
+class Lattice:
+    """Blocks whose rows are offset + sum_i index_i * strides[i], index_i < sizes[i]: sizes[-1] is
+    the block length, the leading sizes enumerate the blocks (last index fastest). An injective
+    lattice is a strided view of the row space, so gathers and scatters need no index tensor."""
+
+    offset: int
+    sizes: tuple[int, ...]
+    strides: tuple[int, ...]
+
+    def rows(self, device: torch.device | None = None) -> torch.Tensor:
+        """(blocks, length) int64 row indices, in block order."""
+        rows = torch.tensor(self.offset, device=device)
+        for size, stride in zip(self.sizes, self.strides):
+            rows = rows[..., None] + torch.arange(size, device=device) * stride
+        return rows.reshape(-1, self.sizes[-1])
+
+    def view(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, rows, *tail) -> (B, *sizes, *tail), a view sharing x's memory."""
+        row = x.stride(1)
+        return x.as_strided((x.shape[0], *self.sizes, *x.shape[2:]),
+                            (x.stride(0), *(s * row for s in self.strides), *x.stride()[2:]),
+                            x.storage_offset() + self.offset * row)
+
+    def split(self, max_blocks: int):
+        """(first block, sub-lattice) pairs of at most max_blocks blocks each (at least one), in
+        block order, so each sub-lattice's rows are a contiguous slice of rows()."""
+        inner = math.prod(self.sizes[1:-1])
+        if inner <= max_blocks:
+            step = max(1, max_blocks // inner)
+            for i in range(0, self.sizes[0], step):
+                yield i * inner, Lattice(self.offset + i * self.strides[0],
+                                         (min(step, self.sizes[0] - i), *self.sizes[1:]), self.strides)
+            return
+        for i in range(self.sizes[0]):
+            sub = Lattice(self.offset + i * self.strides[0], self.sizes[1:], self.strides[1:])
+            for start, part in sub.split(max_blocks):
+                yield i * inner + start, part
+
+
+@dataclass(frozen=True)
 class Piece:
     q_rows: torch.Tensor              # (blocks, Lq) int64, PAD allowed
     k_rows: torch.Tensor | None = None  # (blocks, Lk) int64 real rows; None: the same as q_rows
     causal: bool = False              # causal on a square block
+    lattice: Lattice | None = None    # q_rows as a lattice (self blocks only), for strided gathers
 
     def __post_init__(self):
         if self.causal and self.k_rows is not None and self.q_rows.shape[1] != self.k_rows.shape[1]:
             raise ValueError("a causal piece needs square blocks")
         if self.k_rows is None and bool((self.q_rows == PAD).any()):
             raise ValueError("a piece with padded query rows needs explicit k_rows")
+        if self.lattice is not None and (self.k_rows is not None or len(self.lattice.sizes) < 2
+                                         or not torch.equal(self.q_rows, self.lattice.rows(self.q_rows.device))):
+            raise ValueError("a lattice piece needs self blocks whose rows are exactly the lattice's")
+
+    @classmethod
+    def from_lattice(cls, lattice: Lattice, causal: bool, device: torch.device | None = None) -> "Piece":
+        return cls(lattice.rows(device), None, causal, lattice)
 
 
 @dataclass(frozen=True)
@@ -53,10 +107,44 @@ class _PreparedPiece:
     k_rows: torch.Tensor             # key rows (q_rows' gather rows for self blocks)
     pad: torch.Tensor | None         # (blocks, Lq) bool where q_rows is PAD, None when there is none
     causal: bool
+    lattice: Lattice | None
 
-    def chunk(self, start: int, stop: int) -> "_PreparedPiece":
-        return _PreparedPiece(self.gather_rows[start:stop], self.scatter_rows[start:stop], self.k_rows[start:stop],
-                              None if self.pad is None else self.pad[start:stop], self.causal)
+    def chunks(self, max_blocks: int):
+        """The piece cut into runs of whole blocks, at most max_blocks each (at least one)."""
+        if self.lattice is None:
+            parts = ((start, None) for start in range(0, self.gather_rows.shape[0], max_blocks))
+        else:
+            parts = self.lattice.split(max_blocks)
+        for start, lattice in parts:
+            stop = start + (max_blocks if lattice is None else math.prod(lattice.sizes[:-1]))
+            yield _PreparedPiece(self.gather_rows[start:stop], self.scatter_rows[start:stop], self.k_rows[start:stop],
+                                 None if self.pad is None else self.pad[start:stop], self.causal, lattice)
+
+    def gather(self, gatherer: "_Gatherer", slot: int, x_flat: torch.Tensor, keys: bool = False) -> torch.Tensor:
+        return gatherer(slot, x_flat, self.k_rows if keys else self.gather_rows, self.lattice)
+
+    def rows_of(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        """Kernel layout (B*blocks, 1, L, ...) -> the layout of this piece's scatter target:
+        (B, *lattice sizes, ...) for a lattice, (B, blocks*L, ...) otherwise."""
+        if self.lattice is None:
+            return x.reshape(batch, -1, *x.shape[3:])
+        return x.reshape(batch, *self.lattice.sizes, *x.shape[3:])
+
+    def read(self, x: torch.Tensor, gatherer: "_Gatherer", slot: int) -> torch.Tensor:
+        """This piece's query rows of an accumulator: a view for a lattice, a gathered copy else."""
+        if self.lattice is not None:
+            return self.lattice.view(x)
+        if x.dim() == 2:
+            return x.index_select(1, self.scatter_rows.view(-1))
+        return gatherer(slot, x, self.scatter_rows).reshape(x.shape[0], -1, *x.shape[2:])
+
+    def write(self, x: torch.Tensor, rows: torch.Tensor, values: torch.Tensor, add: bool = False) -> None:
+        """x[rows] = values (or += values); values in rows_of layout. rows: scatter_rows or k_rows."""
+        if self.lattice is not None:
+            target = self.lattice.view(x)
+            target.add_(values) if add else target.copy_(values)
+        else:
+            (x.index_add_ if add else x.index_copy_)(1, rows.reshape(-1), values)
 
 
 @dataclass(frozen=True)
@@ -85,7 +173,7 @@ class Plan:
             keys = gather if piece.k_rows is None else piece.k_rows.contiguous()
             # contiguous once here, so every chunk's rows are flat views
             prepared.append(_PreparedPiece(gather.contiguous(), scatter.contiguous(), keys,
-                                           pad if has_pad else None, piece.causal))
+                                           pad if has_pad else None, piece.causal, piece.lattice))
         object.__setattr__(self, "prepared", prepared)
         object.__setattr__(self, "has_pad", any(p.pad is not None for p in prepared))
         first = self.pieces[:self.first_stage]
@@ -101,33 +189,30 @@ def _chunks(plan: Plan, batch: int, device: torch.device):
     """(index, prepared chunk) pairs: each piece cut into chunks of whole blocks."""
     limit = CHUNK_ROWS.get(device.type, 1 << 20) // batch
     for number, piece in enumerate(plan.prepared):
-        blocks, length = piece.gather_rows.shape
-        step = max(1, limit // max(length, piece.k_rows.shape[1]))
-        for start in range(0, blocks, step):
-            yield number, piece.chunk(start, start + step)
+        length = max(piece.gather_rows.shape[1], piece.k_rows.shape[1])
+        for chunk in piece.chunks(max(1, limit // length)):
+            yield number, chunk
 
 
 class _Gatherer:
-    """Gathers rows into kernel layout (B*blocks, 1, L, ...), one reused buffer per slot."""
+    """Gathers rows into kernel layout (B*blocks, 1, L, ...), one reused buffer per slot; by one
+    strided copy when the rows form `lattice`."""
 
     def __init__(self, batch: int):
         self.batch = batch
         self.buffers: dict[int, torch.Tensor] = {}
 
-    def __call__(self, slot: int, x_flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def __call__(self, slot: int, x_flat: torch.Tensor, rows: torch.Tensor, lattice: Lattice | None = None):
         tail = x_flat.shape[2:]
         size = self.batch * rows.numel() * x_flat[0, 0].numel()
         buffer = self.buffers.get(slot)
         if buffer is None or buffer.dtype != x_flat.dtype or buffer.numel() < size:
             buffer = self.buffers[slot] = torch.empty(size, dtype=x_flat.dtype, device=x_flat.device)
-        gathered = buffer[:size].view(self.batch, rows.numel(), *tail)
-        torch.index_select(x_flat, 1, rows.view(-1), out=gathered)
-        return gathered.view(self.batch * rows.shape[0], 1, rows.shape[1], *tail)
-
-
-def _rows_of(x: torch.Tensor, batch: int) -> torch.Tensor:
-    """Kernel layout (B*blocks, 1, L, ...) -> (B, blocks*L, ...)."""
-    return x.reshape(batch, -1, *x.shape[3:])
+        if lattice is None:
+            torch.index_select(x_flat, 1, rows.view(-1), out=buffer[:size].view(self.batch, rows.numel(), *tail))
+        else:
+            buffer[:size].view(self.batch, *lattice.sizes, *tail).copy_(lattice.view(x_flat))
+        return buffer[:size].view(self.batch * rows.shape[0], 1, rows.shape[1], *tail)
 
 
 def block_sparse_forward(q_flat, k_flat, v_flat, plan: Plan, scale: float, backend: Backend,
@@ -147,25 +232,26 @@ def block_sparse_forward(q_flat, k_flat, v_flat, plan: Plan, scale: float, backe
     gather = _Gatherer(batch)
     partials = []
     for number, piece in _chunks(plan, batch, q_flat.device):
-        o, l = backend.forward(gather(0, q_flat, piece.gather_rows), gather(1, k_flat, piece.k_rows),
-                               gather(2, v_flat, piece.k_rows), piece.causal, scale)
-        o, l = _rows_of(o, batch), _rows_of(l, batch).to(acc)
+        o, l = backend.forward(piece.gather(gather, 0, q_flat), piece.gather(gather, 1, k_flat, keys=True),
+                               piece.gather(gather, 2, v_flat, keys=True), piece.causal, scale)
+        o, l = piece.rows_of(o, batch), piece.rows_of(l, batch).to(acc)
         if keep_partials:
             partials.append((o, l))
-        rows = piece.scatter_rows.view(-1)
         if number < plan.first_stage:  # nothing to merge with yet
-            out.index_copy_(1, rows, o.to(acc))
-            lse.index_copy_(1, rows, l)
+            piece.write(out, piece.scatter_rows, o.to(acc))
+            piece.write(lse, piece.scatter_rows, l)
             continue
-        # running log-sum-exp merge, in place on the gathered accumulator rows; a real query row
-        # always sees a key, so l is finite and the merged lse is too
-        out_rows = _rows_of(gather(3, out, piece.scatter_rows), batch)
-        lse_rows = lse.index_select(1, rows)
-        merged_lse = torch.logaddexp(lse_rows, l)
-        o = o.to(acc, copy=keep_partials)
-        out_rows.mul_(torch.exp(lse_rows - merged_lse)[..., None]).add_(o.mul_(torch.exp(l - merged_lse)[..., None]))
-        out.index_copy_(1, rows, out_rows)
-        lse.index_copy_(1, rows, merged_lse)
+        # running log-sum-exp merge. The two weights, exp(lse_rows - merged) and exp(l - merged) =
+        # sigmoid(l - lse_rows), sum to one, so the output update is one in-place lerp. A real
+        # query row always sees a key, so l is finite and the merged lse is too.
+        out_rows, lse_rows = piece.read(out, gather, 3), piece.read(lse, gather, 4)
+        out_rows.lerp_(o.to(acc), torch.sigmoid(l - lse_rows)[..., None])
+        merged = torch.logaddexp(lse_rows, l)
+        if piece.lattice is None:  # read() gathered copies: scatter them back
+            piece.write(out, piece.scatter_rows, out_rows)
+            piece.write(lse, piece.scatter_rows, merged)
+        else:  # read() gave views: out is already updated
+            lse_rows.copy_(merged)
     return out, lse, partials
 
 
@@ -185,26 +271,26 @@ def block_sparse_backward(dout_flat, q_flat, k_flat, v_flat, out, lse, plan: Pla
     gather = _Gatherer(batch)
     partial_iter = iter(partials or ())
     for number, piece in _chunks(plan, batch, q_flat.device):
-        q_b, k_b, v_b = (gather(0, q_flat, piece.gather_rows), gather(1, k_flat, piece.k_rows),
-                         gather(2, v_flat, piece.k_rows))
+        q_b, k_b, v_b = (piece.gather(gather, 0, q_flat), piece.gather(gather, 1, k_flat, keys=True),
+                         piece.gather(gather, 2, v_flat, keys=True))
         if partials is None:  # the identity: this piece's backward with the merged output and lse
-            block_out, block_lse = gather(3, out, piece.gather_rows), gather(4, lse, piece.gather_rows)
-            block_dout = gather(5, dout_flat, piece.gather_rows)
+            block_out, block_lse = piece.gather(gather, 3, out), piece.gather(gather, 4, lse)
+            block_dout = piece.gather(gather, 5, dout_flat)
         else:  # o_i receives a_i * dout, a_i = exp(lse_i - lse) held constant
             own_out, own_lse = next(partial_iter)
-            weight = torch.exp(own_lse - lse.index_select(1, piece.gather_rows.view(-1)))
-            block_dout = gather(5, dout_flat, piece.gather_rows)
-            block_dout.copy_((block_dout.to(acc) * weight.view(q_b.shape[:-1])[..., None]).to(block_dout.dtype))
+            weight = torch.exp(own_lse - piece.read(lse, gather, 4))
+            block_dout = piece.gather(gather, 5, dout_flat)
+            block_dout.copy_((block_dout.to(acc) * weight.reshape(q_b.shape[:-1])[..., None]).to(block_dout.dtype))
             block_out, block_lse = own_out.reshape(q_b.shape), own_lse.reshape(q_b.shape[:-1])
         if piece.pad is not None:  # padded queries: zero dout and P = 0 (lse = inf) give zero gradients
             pad = piece.pad.view(1, -1).expand(batch, -1).reshape(block_lse.shape)
             block_dout = block_dout.masked_fill(pad[..., None], 0)
             block_lse = block_lse.masked_fill(pad, float("inf"))
         dq_b, dk_b, dv_b = backend.backward(block_dout, q_b, k_b, v_b, block_out, block_lse, piece.causal, scale)
-        add = "index_copy_" if partition and number < plan.first_stage else "index_add_"
-        getattr(dq, add)(1, piece.gather_rows.view(-1), _rows_of(dq_b, batch).to(acc))
-        getattr(dk, add)(1, piece.k_rows.reshape(-1), _rows_of(dk_b, batch).to(acc))
-        getattr(dv, add)(1, piece.k_rows.reshape(-1), _rows_of(dv_b, batch).to(acc))
+        add = not (partition and number < plan.first_stage)
+        piece.write(dq, piece.gather_rows, piece.rows_of(dq_b, batch).to(acc), add)
+        piece.write(dk, piece.k_rows, piece.rows_of(dk_b, batch).to(acc), add)
+        piece.write(dv, piece.k_rows, piece.rows_of(dv_b, batch).to(acc), add)
     return dq, dk, dv
 
 

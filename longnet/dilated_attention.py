@@ -9,11 +9,11 @@ Rows are mixed by out = sum_i a_i o_i, a_i = exp(lse_i) / sum_j exp(lse_j) over 
 selected the row; a row no branch selects (only possible without an r = 1 branch) is 0.
 
 How it runs. A branch is a set of independent "blocks" (one per segment and head), each a dense
-attention over the block's selected rows. Blocks of the same length form one piece of
-longnet.block_sparse (a batched kernel call on rows gathered with a single index_select on the
-(N*H, D) view of q, k and v): no padding, no masks, no N x N tensor, memory linear in N. Branch
-results are merged into a running (output, lse) accumulator with log-sum-exp, touching only the
-rows the branch selected.
+attention over the block's selected rows. The blocks are strided views of the (N*H, D) view of q,
+k and v (a few lattices per branch), so each lattice is one piece of longnet.block_sparse: one
+strided copy into contiguous blocks, batched kernel calls, and an in-place log-sum-exp merge into
+a running (output, lse) accumulator through the same view. No padding, no masks, no index
+tensors on the hot path, no N x N tensor, memory linear in N.
 
 Gradients. The mixture equals one softmax over the multiset union of the branches' key sets, so
 the exact gradient (through the mixing weights too) is each block's ordinary attention backward run
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from .backends import default_scale, get_backend, merge_attention
-from .block_sparse import Piece, Plan, _accumulation_dtype, block_sparse_attention, block_sparse_forward
+from .block_sparse import Lattice, Piece, Plan, _accumulation_dtype, block_sparse_attention, block_sparse_forward
 
 
 # The paper's schedule (section 4): w = 2K..32K with r = 1, 2, 4, 6, 12.
@@ -58,8 +58,9 @@ def validate_branches(segment_lengths: Sequence[int], dilation_rates: Sequence[i
 class BlockGroup:
     """Blocks of one branch that share a length: rows[b, t] is the flat index (position * H + head)
     of the t-th selected row of block b, so q.view(B, N*H, D).index_select(1, rows.flatten())
-    gathers all of them at once."""
+    gathers all of them at once. The same blocks as strided views: `lattices`, in block order."""
 
+    lattices: tuple[Lattice, ...]
     rows: torch.Tensor  # (n_blocks, length), int64
 
     @property
@@ -79,31 +80,42 @@ def branch_blocks(n: int, heads: int, segment_length: int, dilation_rate: int,
     Full segments give at most two lengths (when w mod r != 0, offsets s < w mod r get one more
     row); the last, shorter segment at most two more. Offsets that select no row, and heads whose
     offset selects nothing in a segment (r larger than the segment), make no block.
+
+    Row (a + s + t*r) * H + s + g*r (segment start a, offset s, head s + g*r, step t) is affine in
+    (segment, s, g, t), so consecutive offsets with equal block length and head count form one
+    lattice of sizes (segments, offsets, heads per offset, length).
     """
     w, r = min(segment_length, n), dilation_rate
-    by_length: dict[int, list[torch.Tensor]] = defaultdict(list)
+    by_length: dict[int, list[Lattice]] = defaultdict(list)
     full, tail = n // w, n % w
     for first_start, seg_len, count in ((0, w, full), (full * w, tail, 1 if tail else 0)):
         if count == 0:
             continue
-        starts = first_start + torch.arange(count, device=device) * w
+        runs: list[list[int]] = []  # [first offset, offsets, length, heads]
         for offset in range(min(r, seg_len, heads)):  # an offset no head has, or past the segment, selects nothing
-            head_ids = torch.arange(offset, heads, r, device=device)
-            rows = torch.arange(offset, seg_len, r, device=device)
-            flat = (starts[:, None, None] + rows[None, None, :]) * heads + head_ids[None, :, None]
-            by_length[len(rows)].append(flat.reshape(-1, len(rows)))
-    return tuple(BlockGroup(torch.cat(parts)) for _, parts in sorted(by_length.items()))
+            shape = [len(range(offset, seg_len, r)), len(range(offset, heads, r))]
+            if runs and runs[-1][2:] == shape:
+                runs[-1][1] += 1
+            else:
+                runs.append([offset, 1, *shape])
+        for offset, n_offsets, length, n_heads in runs:
+            by_length[length].append(Lattice((first_start + offset) * heads + offset,
+                                             (count, n_offsets, n_heads, length),
+                                             (w * heads, heads + 1, r, r * heads)))
+    return tuple(BlockGroup(tuple(lattices), torch.cat([lattice.rows(device) for lattice in lattices]))
+                 for _, lattices in sorted(by_length.items()))
 
 
 @functools.lru_cache(maxsize=64)
 def dilated_plan(n: int, heads: int, branches: tuple[tuple[int, int], ...], causal: bool,
                  device: torch.device = torch.device("cpu")) -> Plan:
-    """The block-sparse plan of dilated attention: one self-attention piece per block group of
-    every branch, an r = 1 branch first when there is one. It selects every row exactly once, so
-    it fills the accumulators by plain copies (no zero fill, no merge); mixing is a sum, so the
+    """The block-sparse plan of dilated attention: one self-attention piece per lattice of every
+    branch, an r = 1 branch first when there is one. It selects every row exactly once, so it
+    fills the accumulators by plain copies (no zero fill, no merge); mixing is a sum, so the
     order changes nothing but rounding."""
     ordered = sorted(branches, key=lambda branch: branch[1] != 1)
-    per_branch = [[Piece(group.rows, None, causal) for group in branch_blocks(n, heads, w, r, device)]
+    per_branch = [[Piece.from_lattice(lattice, causal, device)
+                   for group in branch_blocks(n, heads, w, r, device) for lattice in group.lattices]
                   for w, r in ordered]
     return Plan([piece for pieces in per_branch for piece in pieces], n * heads, first_stage=len(per_branch[0]))
 

@@ -1,4 +1,7 @@
 """Dilated attention against the naive float64 reference, plus the official code's failure cases."""
+import itertools
+import math
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -6,7 +9,7 @@ from hypothesis import strategies as st
 
 from dilated_reference import reference_dilated_attention
 from longnet import KVCache, MultiheadDilatedAttention, dilated_attention, dilated_attention_decode
-from longnet.backends import get_backend
+from longnet import block_sparse
 from longnet.dilated_attention import branch_blocks
 
 
@@ -174,7 +177,32 @@ def test_blocks_cover_each_row_once_per_branch_and_stay_linear():
         assert len(rows) == len(set(rows.tolist()))          # no row twice
         expected = sum(len(range(h % r, min(w, n - s), r)) for h in range(heads) for s in range(0, n, min(w, n)))
         assert len(rows) == expected
-        assert len(branch_blocks(n, heads, w, r)) <= 4       # at most 4 kernel calls per branch
+        groups = branch_blocks(n, heads, w, r)
+        assert len(groups) <= 4                              # at most 4 block lengths per branch
+        assert sum(len(g.lattices) for g in groups) <= 6     # and 6 strided views (kernel calls)
+
+
+@pytest.mark.parametrize("n, heads, w, r", [(1000, 6, 64, 3), (1000, 8, 256, 4), (37, 5, 10, 20), (96, 4, 32, 1)])
+def test_lattices_are_views_of_their_rows(n, heads, w, r):
+    """Each lattice's strided view of the row space holds exactly its rows, for every split."""
+    row_ids = torch.arange(n * heads).view(1, -1, 1).expand(2, -1, 3).contiguous()  # (B, rows, tail)
+    for group in branch_blocks(n, heads, w, r):
+        for lattice in group.lattices:
+            rows = lattice.rows()
+            assert torch.equal(lattice.view(row_ids)[1, ..., 2].reshape(rows.shape), rows)
+            for max_blocks in (1, 2, 7, rows.shape[0]):
+                parts = list(lattice.split(max_blocks))
+                assert all(math.prod(part.sizes[:-1]) <= max(max_blocks, 1) for _, part in parts)
+                assert torch.equal(torch.cat([part.rows() for _, part in parts]), rows)
+                assert [start for start, _ in parts] == list(itertools.accumulate(
+                    [0] + [math.prod(part.sizes[:-1]) for _, part in parts[:-1]]))
+
+
+def test_chunks_smaller_than_a_segment_match_reference(monkeypatch):
+    """Tiny chunks split lattices down to single blocks; results must not change."""
+    monkeypatch.setitem(block_sparse.CHUNK_ROWS, "cpu", 8)
+    compare_with_reference(50, 4, [16, 32], [1, 2], causal=True, exact_grad=True)
+    compare_with_reference(50, 4, [16, 32], [1, 2], causal=False, exact_grad=False)
 
 
 def test_math_backend_agrees_with_torch_kernel():
