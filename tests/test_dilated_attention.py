@@ -198,6 +198,15 @@ def test_lattices_are_views_of_their_rows(n, heads, w, r):
                     [0] + [math.prod(part.sizes[:-1]) for _, part in parts[:-1]]))
 
 
+def test_piece_rejects_a_lattice_that_is_not_its_rows():
+    lattice = block_sparse.Lattice(5, (2, 3), (3, 1))
+    assert block_sparse.Piece.from_lattice(lattice, causal=True).q_rows.tolist() == [[5, 6, 7], [8, 9, 10]]
+    with pytest.raises(ValueError, match="lattice"):
+        block_sparse.Piece(lattice.rows() + 1, lattice=lattice)
+    with pytest.raises(ValueError, match="lattice"):
+        block_sparse.Piece(lattice.rows(), lattice.rows(), lattice=lattice)
+
+
 def test_chunks_smaller_than_a_segment_match_reference(monkeypatch):
     """Tiny chunks split lattices down to single blocks; results must not change."""
     monkeypatch.setitem(block_sparse.CHUNK_ROWS, "cpu", 8)

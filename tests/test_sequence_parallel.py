@@ -5,7 +5,6 @@ P = 2 as a 2 x 2 sequence x data layout (each data replica its own inputs), and 
 The ranks write their measurements to a file; the tests below assert on it.
 """
 import json
-import os
 from datetime import timedelta
 
 import pytest
