@@ -139,12 +139,14 @@ class _PreparedPiece:
         return gatherer(slot, x, self.scatter_rows).reshape(x.shape[0], -1, *x.shape[2:])
 
     def write(self, x: torch.Tensor, rows: torch.Tensor, values: torch.Tensor, add: bool = False) -> None:
-        """x[rows] = values (or += values); values in rows_of layout. rows: scatter_rows or k_rows."""
-        if self.lattice is not None:
-            target = self.lattice.view(x)
-            target.add_(values) if add else target.copy_(values)
-        else:
+        """x[rows] = values (or += values); values in rows_of layout. rows: scatter_rows or k_rows
+        (the same rows as the lattice's: lattice pieces are self blocks)."""
+        if self.lattice is None:
             (x.index_add_ if add else x.index_copy_)(1, rows.reshape(-1), values)
+        elif add:
+            self.lattice.view(x).add_(values)
+        else:
+            self.lattice.view(x).copy_(values)
 
 
 @dataclass(frozen=True)
