@@ -18,14 +18,17 @@ import torch
 _REPO = Path(__file__).resolve().parent.parent
 
 
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str:
-    """The checkout's commit, with '-dirty' when tracked files differ from it ('unknown' outside git)."""
+@functools.lru_cache(maxsize=4)
+def git_commit(repo: Path = _REPO) -> str:
+    """The checkout's commit, with '-dirty' when tracked files outside results/ differ from it
+    ('unknown' outside git). results/ is left out because a run rewrites the committed reference
+    run there: its own outputs say nothing about the code that made them."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=repo, capture_output=True, text=True,
+                               check=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
