@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 
-
 from .dilated_attention import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
 from .flops import BACKWARD_FACTOR, attention_flops, branch_pairs, causal_pairs
 

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-
 from .backends import default_scale, get_backend
 from .block_sparse import Piece, Plan, block_sparse_backward, block_sparse_forward
 from .dilated_attention import (PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, _check_inputs, branch_blocks,
