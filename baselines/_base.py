@@ -82,3 +82,13 @@ class AttentionVariant(nn.Module):
     def flops(self, n: int, head_dim: int, causal: bool = True) -> float:
         """Forward matmul FLOPs per batch element, all heads (longnet.flops conventions)."""
         raise NotImplementedError
+
+    def new_cache(self, batch: int, head_dim: int, *, dtype: torch.dtype = torch.float32,
+                  device: torch.device | str = "cpu"):
+        """A cache for causal token-by-token decoding (the contract of longnet.kv_cache:
+        `append(k, v)` then `attend(q)` gives the causal forward's output at the new position,
+        holding only the rows later queries still read), or None: this variant cannot decode.
+
+        A variant that is one masked softmax per query usually returns
+        `longnet.kv_cache.RowCache(batch, self.num_heads, head_dim, reads=..., keeps=...)`."""
+        return None

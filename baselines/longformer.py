@@ -21,6 +21,7 @@ from baselines._blocks import (BlockSparseVariant, band_pairs, band_pieces, flat
                                query_key_grid)
 from longnet.backends import get_backend
 from longnet.flops import attention_flops, causal_pairs
+from longnet.kv_cache import RowCache
 
 
 @register("longformer")
@@ -87,6 +88,24 @@ class Longformer(BlockSparseVariant, AttentionVariant):
             masks.append(band | (i < self.global_tokens) | (j < self.global_tokens))
         mask = torch.stack(masks)
         return mask & (j <= i) if causal else mask
+
+    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):
+        """Keeps the global tokens and the last window * max(dilation) + 1 positions."""
+        g = self.global_tokens
+        dilations = torch.tensor(self.dilations, device=device)[:, None]
+        reach = self.window * max(self.dilations)
+
+        def reads(t, positions):
+            if t < g:  # a global query sees every key before it
+                return None
+            offset = t - positions
+            band = (offset % dilations == 0) & (offset <= self.window * dilations)
+            return band | (positions < g)
+
+        def keeps(t, positions):  # query t reads back to t - reach, later ones less far
+            return (positions < g) | (positions >= t - reach)
+        return RowCache(batch, self.num_heads, head_dim, reads=reads, keeps=keeps, dtype=dtype,
+                        device=device)
 
     def flops(self, n, head_dim, causal=True):
         g = min(self.global_tokens, n)

@@ -14,6 +14,7 @@ from longnet.dilated_attention import PAPER_DILATION_RATES as _PAPER_RATES
 from longnet.dilated_attention import PAPER_SEGMENT_LENGTHS as _PAPER_SEGMENTS
 from longnet.dilated_attention import validate_branches
 from longnet.flops import dilated_attention_flops
+from longnet.kv_cache import DilatedKVCache
 
 # as lists: params come from and go to YAML
 PAPER_SEGMENT_LENGTHS, PAPER_DILATION_RATES = list(_PAPER_SEGMENTS), list(_PAPER_RATES)
@@ -53,6 +54,12 @@ class LongNet(AttentionVariant):
             for h in range(self.num_heads):
                 union[h] |= same_segment & ((i % w) % r == h % r) & ((j % w) % r == h % r)
         return union & (j <= i) if causal else union
+
+    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):
+        """Per branch and head only the current segment's rows on the head's lattice:
+        sum_i ceil(w_i / r_i) rows per head, whatever the context length."""
+        return DilatedKVCache(batch, self.num_heads, head_dim, self.segment_lengths,
+                              self.dilation_rates, dtype=dtype, device=device)
 
     def flops(self, n, head_dim, causal=True):
         return dilated_attention_flops(n, self.segment_lengths, self.dilation_rates,

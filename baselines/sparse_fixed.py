@@ -19,6 +19,7 @@ from baselines import AttentionVariant, check, check_backend, check_positive_int
 from baselines._blocks import BlockSparseVariant, flat_rows, group_blocks, query_key_grid
 from baselines.longnet import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
 from longnet.flops import attention_flops, causal_pairs, dilated_attention_flops
+from longnet.kv_cache import RowCache
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,25 @@ class SparseFixed(BlockSparseVariant, AttentionVariant):
                                        & (j % self.block < offsets.stop)))
         mask = torch.stack(masks)
         return mask & (j <= i) if causal else mask
+
+    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):
+        """Keeps the current block and the summary cells of earlier blocks (those of any head):
+        block + N * (summary cells per block) / block rows."""
+        ranges = [self.summary_offsets(h) for h in range(self.num_heads)]
+        starts = torch.tensor([r.start for r in ranges], device=device)[:, None]
+        stops = torch.tensor([r.stop for r in ranges], device=device)[:, None]
+
+        def summary(positions):  # (H, L): the cell is a summary cell of head h
+            cell = positions % self.block
+            return (cell >= starts) & (cell < stops)
+
+        def reads(t, positions):
+            return (positions // self.block == t // self.block) | summary(positions)
+
+        def keeps(t, positions):
+            return (positions // self.block == t // self.block) | summary(positions).any(0)
+        return RowCache(batch, self.num_heads, head_dim, reads=reads, keeps=keeps, dtype=dtype,
+                        device=device)
 
     def flops(self, n, head_dim, causal=True):
         l, c = self.block, self.summary

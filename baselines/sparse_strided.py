@@ -13,6 +13,7 @@ from baselines import AttentionVariant, check_backend, check_positive_int, regis
 from baselines._blocks import (BlockSparseVariant, band_pairs, band_pieces, flat_rows, group_blocks,
                                query_key_grid)
 from longnet.flops import attention_flops
+from longnet.kv_cache import RowCache
 
 
 @register("sparse_strided")
@@ -50,6 +51,14 @@ class SparseStrided(BlockSparseVariant, AttentionVariant):
         if causal:
             mask = mask & (j <= i)
         return mask.expand(self.num_heads, n, n)
+
+    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):
+        """Reads stride + t / stride keys, but every earlier key is read again (by t + m*stride),
+        so the cache keeps them all."""
+        def reads(t, positions):
+            offset = t - positions
+            return ((offset < self.stride) | (offset % self.stride == 0)).expand(self.num_heads, -1)
+        return RowCache(batch, self.num_heads, head_dim, reads=reads, dtype=dtype, device=device)
 
     def flops(self, n, head_dim, causal=True):
         short, longer = divmod(n, self.stride)  # `longer` residue classes have one more row

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from baselines import AttentionVariant, register
 from longnet.flops import dense_attention_flops
+from longnet.kv_cache import RowCache
 
 
 @register("vanilla")
@@ -29,3 +30,7 @@ class Vanilla(AttentionVariant):
 
     def flops(self, n, head_dim, causal=True):
         return dense_attention_flops(n, self.num_heads, head_dim, causal)
+
+    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):
+        """Every key is read again by every later query: the full cache, growing with N."""
+        return RowCache(batch, self.num_heads, head_dim, dtype=dtype, device=device)

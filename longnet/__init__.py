@@ -1,6 +1,7 @@
 """LongNet reproduction suite: dilated attention and everything needed to test its claims."""
 from .dilated_attention import dilated_attention, dilated_attention_decode, dilated_attention_with_lse
-from .multihead import KVCache, MultiheadAttention, MultiheadDilatedAttention
+from .kv_cache import DilatedKVCache, RowCache
+from .multihead import MultiheadAttention, MultiheadDilatedAttention
 
-__all__ = ["dilated_attention", "dilated_attention_decode", "dilated_attention_with_lse", "KVCache",
-           "MultiheadAttention", "MultiheadDilatedAttention"]
+__all__ = ["dilated_attention", "dilated_attention_decode", "dilated_attention_with_lse", "DilatedKVCache",
+           "RowCache", "MultiheadAttention", "MultiheadDilatedAttention"]

@@ -169,7 +169,8 @@ def dilated_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
     value up to and including t. For branch (w, r) the token sits in the segment starting at
     a = (t // w) * w (clipping w to the full length changes nothing for causal outputs); only the
     heads whose offset selects t, i.e. h = (t - a) mod r (mod r), see it, and they all attend the
-    same rows a + s, a + s + r, ..., t.
+    same rows a + s, a + s + r, ..., t. This takes the dense cache (memory grows with t);
+    longnet.kv_cache.DilatedKVCache keeps only those rows (memory bounded by the schedule).
     """
     branches = validate_branches(segment_lengths, dilation_rates)
     batch, one, heads, dim = q.shape

@@ -12,6 +12,11 @@ position embedding, so a model runs at any length its attention and positions al
     cfg = ModelConfig.from_size("tiny", attention="longnet", attention_params={...})
     model = LanguageModel(cfg)
     logits = model(tokens)                       # (B, N) int -> (B, N, vocab) float
+    out = model.generate(prompt, 200, temperature=0.8, top_k=40)  # (B, P) -> (B, P + 200)
+
+Generation: a prefill runs the normal forward over the prompt and fills one cache per layer (the
+variant's `new_cache`, longnet.kv_cache: LongNet keeps sum_i ceil(w_i / r_i) rows per head), then
+each new token is one cached step at its absolute position.
 """
 
 import math
@@ -88,6 +93,18 @@ class ModelConfig:
         return asdict(self)
 
 
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, vocab) logits -> (B, 1) next tokens: argmax at temperature 0, else a sample."""
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)
+
+
 class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -113,8 +130,8 @@ class Block(nn.Module):
         self.ffn = FeedForward(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.attn_ln(x), positions))
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.attn_ln(x), positions, cache))
         return x + self.ffn(self.ffn_ln(x))
 
 
@@ -145,14 +162,48 @@ class LanguageModel(nn.Module):
                 if linear.bias is not None:
                     nn.init.zeros_(linear.bias)
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, N, vocab) for tokens (B, N); positions default to 0..N-1."""
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
+                caches: list | None = None) -> torch.Tensor:
+        """Logits (B, N, vocab) for tokens (B, N); positions default to 0..N-1, or with caches
+        (from new_caches) to the N positions after what the caches hold."""
         if positions is None:
-            positions = torch.arange(tokens.shape[1], device=tokens.device)
+            start = 0 if caches is None else caches[0].length
+            positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         x = self.embed(tokens)
-        for block in self.blocks:
-            x = block(x, positions)
+        for i, block in enumerate(self.blocks):
+            x = block(x, positions, None if caches is None else caches[i])
         return F.linear(self.final_ln(x), self.embed.weight)  # tied output head
+
+    def new_caches(self, batch: int) -> list:
+        """One empty decoding cache per layer (ValueError if the attention cannot decode)."""
+        return [block.attn.new_cache(batch) for block in self.blocks]
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """tokens (B, P), P >= 1, followed by max_new_tokens sampled ones: (B, P + max_new_tokens).
+
+        temperature 0 is greedy (argmax); otherwise softmax(logits / temperature), restricted to
+        the top_k most likely tokens when top_k is given. The prompt is one normal forward that
+        fills the caches (prefill); each new token is one cached decoding step.
+        """
+        if tokens.dim() != 2 or tokens.shape[1] < 1:
+            raise ValueError(f"generate: tokens must be (B, P) with P >= 1, got shape {tuple(tokens.shape)}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"generate: max_new_tokens={max_new_tokens!r} is invalid; allowed: an int >= 0")
+        if not (isinstance(temperature, (int, float)) and temperature >= 0):
+            raise ValueError(f"generate: temperature={temperature!r} is invalid; allowed: a number >= 0 "
+                             "(0 = greedy)")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"generate: top_k={top_k!r} is invalid; allowed: None or an int >= 1")
+        caches = self.new_caches(tokens.shape[0])
+        out = [tokens]
+        logits = self(tokens, caches=caches)[:, -1]  # prefill
+        for i in range(max_new_tokens):
+            out.append(sample_next(logits, temperature, top_k, generator))
+            if i + 1 < max_new_tokens:
+                logits = self(out[-1], caches=caches)[:, -1]
+        return torch.cat(out, 1)
 
     def set_attention(self, attend: nn.Module) -> None:
         """Use `attend` (called as attend(q, k, v, causal=True) on (B, N, H, D)) in every layer."""

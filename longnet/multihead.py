@@ -2,40 +2,21 @@
 
 The layer owns what every variant shares: q/k/v/out projections, relative positions (XPos or
 rotary, applied at the original positions before any sparsifying), MAGNETO's sub-LayerNorm before
-the output projection, and a key/value cache for token-by-token decoding. The attention pattern
-itself is a callable `attention(q, k, v, causal=...)` on (B, N, H, D) tensors, so the LM can put
-any registered variant (baselines.build) in the same layer.
+the output projection, and token-by-token decoding through a key/value cache. The attention
+pattern itself is a callable `attention(q, k, v, causal=...)` on (B, N, H, D) tensors, so the LM
+can put any registered variant (baselines.build) in the same layer; its `new_cache` (the contract
+of longnet.kv_cache) gives the layer's cache.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .dilated_attention import (PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, dilated_attention,
-                                dilated_attention_decode, validate_branches)
+from .dilated_attention import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, dilated_attention, validate_branches
+from .kv_cache import DilatedKVCache
 from .positions import build_position_embedding
-
-
-@dataclass
-class KVCache:
-    """Keys and values seen so far, (B, T, H, D), grown by one step at a time."""
-
-    keys: torch.Tensor | None = None
-    values: torch.Tensor | None = None
-
-    @property
-    def length(self) -> int:
-        return 0 if self.keys is None else self.keys.shape[1]
-
-    def append(self, k: torch.Tensor, v: torch.Tensor):
-        if self.keys is None:
-            self.keys, self.values = k, v
-        else:
-            self.keys, self.values = torch.cat([self.keys, k], 1), torch.cat([self.values, v], 1)
-        return self.keys, self.values
 
 
 class MultiheadAttention(nn.Module):
@@ -43,26 +24,39 @@ class MultiheadAttention(nn.Module):
 
     attend: the pattern, called as attend(q, k, v, causal=...) on (B, N, H, D) tensors; swappable
     (evaluation swaps in blockwise causal attention to run a vanilla model past its training length).
-    decode: optional callable (q (B,1,H,D), k_cache, v_cache) -> (B,1,H,D) for cached generation.
+    Cached decoding uses attend.new_cache(batch, head_dim, dtype=..., device=...) when attend has
+    one (every baselines variant; see `new_cache` below).
     """
 
     def __init__(self, embed_dim: int, num_heads: int, attend: Callable, *, causal: bool = True,
-                 positions: str | None = "xpos", sub_ln: bool = True, bias: bool = True, max_len: int = 0,
-                 decode: Callable | None = None):
+                 positions: str | None = "xpos", sub_ln: bool = True, bias: bool = True, max_len: int = 0):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads, self.head_dim, self.causal = num_heads, embed_dim // num_heads, causal
-        self.attend, self.decode = attend, decode
+        self.attend = attend
         self.qkv_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)  # one matmul for q, k and v
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.positions = build_position_embedding(positions, self.head_dim, max_len)
         # MAGNETO (Wang et al. 2022): a LayerNorm on the attention output, before out_proj
         self.inner_ln = nn.LayerNorm(embed_dim) if sub_ln else nn.Identity()
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
-        """x (B, N, E); positions (N,) absolute positions (default: after what the cache holds)."""
+    def new_cache(self, batch: int):
+        """An empty decoding cache for this layer (longnet.kv_cache contract), in the dtype and on
+        the device of its weights; ValueError if the attention cannot decode."""
+        make = getattr(self.attend, "new_cache", None)
+        cache = None if make is None or not self.causal else make(
+            batch, self.head_dim, dtype=self.qkv_proj.weight.dtype, device=self.qkv_proj.weight.device)
+        if cache is None:
+            raise ValueError(f"attention {self.attend!r} has no cached decoding path (needs causal "
+                             "attention whose new_cache returns a cache)")
+        return cache
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None, cache=None) -> torch.Tensor:
+        """x (B, N, E); positions (N,) absolute positions (default: after what the cache holds).
+
+        cache (from new_cache): empty, the normal forward runs over x and its keys and values fill
+        the cache (prefill); otherwise each token of x is appended and attended in turn."""
         start = 0 if cache is None else cache.length
         q, k, v = self.qkv_proj(x).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(2)
         if self.positions is not None:
@@ -75,12 +69,10 @@ class MultiheadAttention(nn.Module):
             if cache is not None:
                 cache.append(k, v)
         else:
-            if self.decode is None or not self.causal:
-                raise ValueError("this attention has no cached decoding path (needs causal and a decode function)")
             steps = []
             for i in range(x.shape[1]):  # one token at a time: each sees exactly its causal prefix
-                keys, values = cache.append(k[:, i:i + 1], v[:, i:i + 1])
-                steps.append(self.decode(q[:, i:i + 1], keys, values))
+                cache.append(k[:, i:i + 1], v[:, i:i + 1])
+                steps.append(cache.attend(q[:, i:i + 1]))
             out = torch.cat(steps, 1)
         return self.out_proj(self.inner_ln(out.flatten(-2)))
 
@@ -99,9 +91,10 @@ class MultiheadDilatedAttention(MultiheadAttention):
             return dilated_attention(q, k, v, self.segment_lengths, self.dilation_rates, causal=causal,
                                      backend=backend, exact_grad=exact_grad)
 
-        def decode(q, keys, values):
-            return dilated_attention_decode(q, keys, values, self.segment_lengths, self.dilation_rates,
-                                            backend=backend)
+        def new_cache(batch, head_dim, *, dtype=torch.float32, device="cpu"):
+            return DilatedKVCache(batch, num_heads, head_dim, self.segment_lengths, self.dilation_rates,
+                                  dtype=dtype, device=device)
 
+        attend.new_cache = new_cache
         super().__init__(embed_dim, num_heads, attend, causal=causal, positions=positions, sub_ln=sub_ln,
-                         bias=bias, max_len=max_len, decode=decode)
+                         bias=bias, max_len=max_len)

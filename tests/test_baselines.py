@@ -113,6 +113,28 @@ def test_flops_count_the_pattern(name, params):
                 assert attn.flops(n, DIM, causal) >= 4 * DIM * attn.pattern(n, causal).sum().item()
 
 
+@pytest.mark.parametrize("name, params", CASES)
+def test_decoding_token_by_token_equals_the_forward(name, params):
+    """new_cache: a prefill (one append of a prompt) and then append + attend per token give the
+    causal forward's output at every position; or the variant declares it cannot decode (None)."""
+    attn = baselines.build(name, num_heads=HEADS, **params)
+    n = 41
+    q, k, v = (x.detach() for x in qkv(n))
+    full = attn(q, k, v, causal=True)
+    for prompt in (0, 6):
+        cache = attn.new_cache(2, DIM, dtype=torch.float64)
+        if cache is None:
+            pytest.skip(f"{name} declares that it cannot decode (new_cache returns None)")
+        if prompt:
+            cache.append(k[:, :prompt], v[:, :prompt])
+        for t in range(prompt, n):
+            cache.append(k[:, t:t + 1], v[:, t:t + 1])
+            assert cache.length == t + 1
+            step = cache.attend(q[:, t:t + 1])
+            assert step.shape == (2, 1, HEADS, DIM) and step.dtype == torch.float64
+            torch.testing.assert_close(step[:, 0], full[:, t], rtol=1e-10, atol=1e-12)
+
+
 # --- the registry -------------------------------------------------------------------------------
 
 def test_builtin_variants_are_listed_sorted():

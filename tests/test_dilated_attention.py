@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dilated_reference import reference_dilated_attention
-from longnet import KVCache, MultiheadDilatedAttention, dilated_attention, dilated_attention_decode
+from longnet import MultiheadDilatedAttention, dilated_attention, dilated_attention_decode
 from longnet import block_sparse
 from longnet.dilated_attention import branch_blocks
 
@@ -134,7 +134,7 @@ def test_multihead_layer_cached_generation_equals_full_forward():
     layer = MultiheadDilatedAttention(32, 4, [4, 8, 16], [1, 3, 4], max_len=64).double()
     x = torch.randn(2, 37, 32, dtype=torch.float64)
     full = layer(x)
-    cache = KVCache()
+    cache = layer.new_cache(2)
     steps = [layer(x[:, :6], cache=cache)] + [layer(x[:, i:i + 1], cache=cache) for i in range(6, 37)]
     torch.testing.assert_close(torch.cat(steps, 1), full)
 
