@@ -27,7 +27,7 @@ include: "workflow/rules/distributed.smk"
 include: "workflow/rules/analysis.smk"
 
 # light aggregation jobs run on the submitting machine, not as cluster jobs
-localrules: all, project_latency, tables, figures, provenance, results_readme
+localrules: all, project_latency, aggregate, tables, figures, provenance, results_readme
 
 
 rule all:

@@ -1,7 +1,9 @@
 """Atomic outputs: a killed run never leaves a half-written table or figure behind.
 
 Each writer writes a hidden temporary file in the destination's folder and renames it over the
-destination (os.replace is atomic within one filesystem).
+destination (os.replace is atomic within one filesystem). The file gets the mode a plain open()
+would give it (0644 under the usual umask 022), not mkstemp's private 0600, so other users of a
+shared machine can read the results.
 """
 from __future__ import annotations
 
@@ -9,6 +11,12 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -19,6 +27,7 @@ def atomic_path(path):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         yield Path(tmp)
         os.replace(tmp, path)
     finally:

@@ -11,6 +11,8 @@ variant list (dicts with id, name, paper_model).
 """
 from __future__ import annotations
 
+import csv
+import io
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,9 +49,88 @@ def read_csv(path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def read_csvs(paths) -> pd.DataFrame:
-    """Concatenate CSVs (empty files and an empty list give an empty frame)."""
-    frames = [df for df in map(read_csv, paths) if len(df)]
+class InputError(ValueError):
+    """A per-job CSV that is not what the configuration says it must hold."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(f"{path}: {problem} (delete it and rerun, so the job that writes it "
+                         "runs again)")
+
+
+# Per input kind: the columns every row must fill with a finite number ("profile" rows fill
+# median_ms only where status is ok).
+NUMERIC = {
+    "profile": ("seq_len", "batch"),
+    "perplexity": ("train_len", "eval_len", "loss", "perplexity"),
+    "context_window": ("train_len", "prompt_len", "loss"),
+    "passkey": ("train_len", "context_len", "depth", "accuracy"),
+    "compute_curve": ("step", "tokens", "train_flops", "val_loss"),
+    "metrics": ("step", "tokens", "loss", "lr"),
+    "distributed": ("world_size", "seq_len"),
+    "projected": (),
+    "attention_graph": (),
+}
+
+
+def read_checked(path, kind: str, expect: dict | None = None) -> pd.DataFrame:
+    """One per-job CSV, refused (InputError naming the file) unless it is whole: a final newline,
+    every row as many fields as the header, at least one row, the columns of NUMERIC[kind]
+    present and finite, and the rows `expect` asks for (column -> values that must all occur,
+    or a single value every row must have)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise InputError(path, f"unreadable ({error})") from None
+    if not text.strip():
+        raise InputError(path, "empty")
+    if not text.endswith("\n"):
+        raise InputError(path, "truncated (its last line has no newline)")
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as error:
+        raise InputError(path, f"not valid CSV ({error})") from None
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(rows[0]):
+            raise InputError(path, f"line {number} has {len(row)} fields where the header has "
+                             f"{len(rows[0])} (a cut or damaged row)")
+    if len(rows) < 2:
+        raise InputError(path, "no rows, only a header")
+    df = pd.read_csv(io.StringIO(text))
+    required = [*NUMERIC[kind], *(expect or {})]
+    missing = [c for c in dict.fromkeys(required) if c not in df.columns]
+    if missing:
+        raise InputError(path, f"missing column(s) {', '.join(missing)}")
+    for column in NUMERIC[kind]:
+        values = pd.to_numeric(df[column], errors="coerce")
+        if not np.isfinite(values).all():
+            raise InputError(path, f"column {column} has a value that is not a finite number "
+                             f"in row(s) {list(np.flatnonzero(~np.isfinite(values)) + 2)}")
+    for column, wanted in (expect or {}).items():
+        if isinstance(wanted, (list, tuple, set)):
+            absent = sorted(set(wanted) - set(df[column]))
+            if absent:
+                raise InputError(path, f"no rows for {column} = {absent} (the configuration "
+                                 f"asks for {sorted(set(wanted))})")
+        elif not (df[column] == wanted).all():
+            raise InputError(path, f"rows whose {column} is not {wanted!r}: "
+                             f"{sorted(set(df[column]) - {wanted})}")
+    return df
+
+
+def read_csvs(paths, kind: str | None = None, expect: dict | None = None) -> pd.DataFrame:
+    """Concatenate CSVs (an empty list gives an empty frame). With `expect` (path -> what the
+    configuration says that file holds, see read_checked), every file is checked, and `paths`
+    must hold every path of `expect`; without it, empty files are skipped."""
+    paths = [str(p) for p in paths]
+    if expect is None:
+        frames = [df for df in map(read_csv, paths) if len(df)]
+    else:
+        missing = sorted(set(expect) - set(paths))
+        if missing:
+            raise InputError(missing[0], f"a {kind} input the configuration asks for is not "
+                             "among the inputs")
+        frames = [read_checked(p, kind, expect.get(p)) for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -123,15 +204,20 @@ def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.D
     return df.sort_values(["variant", "train_len", "eval_len"], ignore_index=True)
 
 
-def with_train_len(paths) -> pd.DataFrame:
-    """Training outputs carry their model in the path: .../train/<variant>/L<train_len>/<file>."""
+def with_train_len(paths, kind: str | None = None, expect: dict | None = None) -> pd.DataFrame:
+    """Training outputs carry their model in the path: .../train/<variant>/L<train_len>/<file>.
+    kind, expect: as read_csvs."""
     frames = []
-    for p in paths:
-        df = read_csv(p)
+    for p in map(str, paths):
+        df = read_csv(p) if expect is None else read_csvs([p], kind, {p: expect.get(p)})
         if len(df):
             parts = Path(p).parts
             df["variant"], df["train_len"] = parts[-3], int(parts[-2][1:])
             frames.append(df)
+    missing = sorted(set(expect or {}) - set(map(str, paths)))
+    if missing:
+        raise InputError(missing[0], f"a {kind} input the configuration asks for is not among "
+                         "the inputs")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -139,13 +225,22 @@ TABLES = ("table1_scaling", "table2_perplexity", "latency", "latency_projected",
           "loss_vs_compute", "training", "context_window", "passkey", "attention_graph")
 
 
-def build_tables(inputs: dict, variants, paper_len_scale: int = 1) -> dict[str, pd.DataFrame]:
-    """Every tidy table, by name (the file name under results/tables/)."""
+def build_tables(inputs: dict, variants, paper_len_scale: int = 1,
+                 expect: dict | None = None) -> dict[str, pd.DataFrame]:
+    """Every tidy table, by name (the file name under results/tables/).
+
+    expect: input kind -> path -> what the file must hold (read_checked); the pipeline passes
+    what its configuration implies, so a missing, empty, cut or incomplete input is refused
+    (InputError naming the file) before any table is written."""
     unknown = set(inputs) - set(INPUT_KINDS)
     if unknown:
         raise ValueError(f"unknown input kinds {sorted(unknown)}; "
                          f"allowed: {', '.join(INPUT_KINDS)}")
-    read = {kind: read_csvs(inputs.get(kind, [])) for kind in INPUT_KINDS}
+    if expect is not None:
+        for kind in INPUT_KINDS:
+            expect.setdefault(kind, {})
+    read = {kind: read_csvs(inputs.get(kind, []), kind, None if expect is None else expect[kind])
+            for kind in INPUT_KINDS if kind not in ("compute_curve", "metrics")}
     latency = read["profile"]
     return {
         "table1_scaling": scaling_exponents(latency, variants),
@@ -153,8 +248,10 @@ def build_tables(inputs: dict, variants, paper_len_scale: int = 1) -> dict[str, 
         "latency": latency,
         "latency_projected": read["projected"],
         "distributed": read["distributed"],
-        "loss_vs_compute": with_train_len(inputs.get("compute_curve", [])),
-        "training": with_train_len(inputs.get("metrics", [])),
+        "loss_vs_compute": with_train_len(inputs.get("compute_curve", []), "compute_curve",
+                                          None if expect is None else expect["compute_curve"]),
+        "training": with_train_len(inputs.get("metrics", []), "metrics",
+                                   None if expect is None else expect["metrics"]),
         "context_window": read["context_window"],
         "passkey": read["passkey"],
         "attention_graph": read["attention_graph"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 
 import torch
 from torch import nn
@@ -19,6 +20,13 @@ def check(variant: str, param: str, value, ok: bool, allowed: str) -> None:
 def check_positive_int(variant: str, param: str, value) -> None:
     check(variant, param, value, isinstance(value, int) and not isinstance(value, bool)
           and value >= 1, "an int >= 1")
+
+
+def check_flops_args(variant: str, n, head_dim) -> None:
+    """flops(n, head_dim): a length n >= 0 and a head_dim >= 1, both integers."""
+    for param, value, low in (("n", n, 0), ("head_dim", head_dim, 1)):
+        check(variant, param, value, isinstance(value, numbers.Integral)
+              and not isinstance(value, bool) and value >= low, f"an int >= {low}")
 
 
 def check_backend(variant: str, backend) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from baselines._base import check_flops_args
 from baselines import AttentionVariant, check, check_backend, check_positive_int, register
 from baselines._blocks import (BlockSparseVariant, band_pairs, band_pieces, flat_rows, group_blocks,
                                query_key_grid)
@@ -108,6 +109,7 @@ class Longformer(BlockSparseVariant, AttentionVariant):
                         device=device)
 
     def flops(self, n, head_dim, causal=True):
+        check_flops_args(self.name, n, head_dim)
         g = min(self.global_tokens, n)
         pairs = 0
         for d in self.dilations:

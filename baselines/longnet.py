@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from baselines._base import check_flops_args
 from baselines import AttentionVariant, check, check_backend, register
 from baselines._blocks import query_key_grid
 from longnet import dilated_attention
@@ -62,5 +63,6 @@ class LongNet(AttentionVariant):
                               self.dilation_rates, dtype=dtype, device=device)
 
     def flops(self, n, head_dim, causal=True):
+        check_flops_args(self.name, n, head_dim)
         return dilated_attention_flops(n, self.segment_lengths, self.dilation_rates,
                                        self.num_heads, head_dim, causal)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from baselines._base import check_flops_args
 from baselines import AttentionVariant, check, check_backend, check_positive_int, register
 from baselines._blocks import BlockSparseVariant, flat_rows, group_blocks, query_key_grid
 from baselines.longnet import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
@@ -90,6 +91,7 @@ class SparseFixed(BlockSparseVariant, AttentionVariant):
                         device=device)
 
     def flops(self, n, head_dim, causal=True):
+        check_flops_args(self.name, n, head_dim)
         l, c = self.block, self.summary
         full, tail = divmod(n, l)
         lengths = [l] * full + ([tail] if tail else [])

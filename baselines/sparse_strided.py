@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from baselines._base import check_flops_args
 from baselines import AttentionVariant, check_backend, check_positive_int, register
 from baselines._blocks import (BlockSparseVariant, band_pairs, band_pieces, flat_rows, group_blocks,
                                query_key_grid)
@@ -61,6 +62,7 @@ class SparseStrided(BlockSparseVariant, AttentionVariant):
         return RowCache(batch, self.num_heads, head_dim, reads=reads, dtype=dtype, device=device)
 
     def flops(self, n, head_dim, causal=True):
+        check_flops_args(self.name, n, head_dim)
         short, longer = divmod(n, self.stride)  # `longer` residue classes have one more row
         strided = (longer * (short + 1) * short + (min(self.stride, n) - longer) * short * (short - 1)) // 2
         pairs = band_pairs(n, self.stride - 1, causal) + (strided if causal else 2 * strided)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from baselines._base import check_flops_args
 from baselines import AttentionVariant, register
 from longnet.flops import dense_attention_flops
 from longnet.kv_cache import RowCache
@@ -29,6 +30,7 @@ class Vanilla(AttentionVariant):
         return (full.tril() if causal else full).expand(self.num_heads, n, n)
 
     def flops(self, n, head_dim, causal=True):
+        check_flops_args(self.name, n, head_dim)
         return dense_attention_flops(n, self.num_heads, head_dim, causal)
 
     def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):

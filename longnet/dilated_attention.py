@@ -49,9 +49,25 @@ def validate_branches(segment_lengths: Sequence[int], dilation_rates: Sequence[i
         raise ValueError("dilated attention needs at least one branch (segment_lengths is empty)")
     for name, values in (("segment_lengths", segment_lengths), ("dilation_rates", dilation_rates)):
         for value in values:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be positive integers, got {values}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2 ** 63:
+                raise ValueError(f"{name} must be positive integers below 2**63 (int64 indices), "
+                                 f"got {values}")
     return tuple(zip(segment_lengths, dilation_rates))
+
+
+def validate_options(causal=True, scale=None, exact_grad=True, backend="auto") -> None:
+    """The keyword options of dilated attention, or a ValueError naming the bad one."""
+    from .backends import BACKENDS
+
+    for name, value in (("causal", causal), ("exact_grad", exact_grad)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r} is invalid; allowed: True or False")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not 0 < scale < float("inf")):
+        raise ValueError(f"scale={scale!r} is invalid; allowed: a finite number > 0, or None for "
+                         "1/sqrt(head_dim)")
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is invalid; allowed: auto, {', '.join(BACKENDS)}")
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,9 @@ def _check_inputs(q, k, v):
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
     if not (q.dtype == k.dtype == v.dtype and q.dtype.is_floating_point):
         raise ValueError(f"q, k, v must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.shape[2] == 0 or q.shape[3] == 0:
+        raise ValueError(f"q, k, v (B, N, H, D) need H >= 1 heads and D >= 1 per head; got "
+                         f"{tuple(q.shape)}")
 
 
 def dilated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment_lengths: Sequence[int],
@@ -140,9 +159,10 @@ def dilated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment
     mixing weights as the official code does (for comparison only).
     """
     branches = validate_branches(segment_lengths, dilation_rates)
+    validate_options(causal, scale, exact_grad, backend)
     _check_inputs(q, k, v)
-    if q.shape[1] == 0:
-        return torch.zeros_like(q)
+    if q.shape[0] == 0 or q.shape[1] == 0:  # nothing to attend: an empty output that backpropagates
+        return (q + k + v) * 0
     plan = dilated_plan(q.shape[1], q.shape[2], branches, causal, q.device)
     return block_sparse_attention(q, k, v, plan, scale=scale, backend=backend, exact_grad=exact_grad)
 
@@ -151,6 +171,7 @@ def dilated_attention_with_lse(q, k, v, segment_lengths, dilation_rates, *, caus
                                backend="auto"):
     """Forward only: (out (B, N, H, D), lse (B, N, H)); lse is -inf at rows no branch selects."""
     branches = validate_branches(segment_lengths, dilation_rates)
+    validate_options(causal, scale, backend=backend)
     _check_inputs(q, k, v)
     batch, n, heads, dim = q.shape
     kernel = get_backend(backend, q.device, q.dtype, dim)
@@ -177,6 +198,12 @@ def dilated_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
     if one != 1 or k_cache.shape != v_cache.shape or k_cache.shape[0] != batch or k_cache.shape[2:] != q.shape[2:]:
         raise ValueError(f"decode needs q (B, 1, H, D) and caches (B, t+1, H, D); got {tuple(q.shape)}, "
                          f"{tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    validate_options(scale=scale, backend=backend)
+    if k_cache.shape[1] == 0:
+        raise ValueError("decode needs a cache holding at least the new token's key and value "
+                         "(k_cache, v_cache of length t + 1 >= 1); got an empty cache")
+    if heads == 0 or dim == 0:
+        raise ValueError(f"decode needs H >= 1 heads and D >= 1 per head; got {tuple(q.shape)}")
     kernel = get_backend(backend, q.device, q.dtype, dim)
     scale = default_scale(dim, scale)
     t = k_cache.shape[1] - 1

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import build
+from longnet.checkpoint import load_checkpoint
 from longnet.data import get_tokenizer, load_split
 from longnet.model import LanguageModel, ModelConfig
 from longnet.provenance import provenance
@@ -63,7 +64,7 @@ class BlockwiseCausalAttention(nn.Module):
 
 def load_model(checkpoint, device="cpu"):
     """The model of a checkpoint written by longnet.train, in eval mode, and the checkpoint dict."""
-    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = load_checkpoint(checkpoint, map_location=device)  # verified: names a damaged file
     model = LanguageModel(ModelConfig(**state["model_config"])).to(device)
     model.load_state_dict(state["model"])
     model.eval()

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .dilated_attention import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, dilated_attention, validate_branches
+from .dilated_attention import (PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, dilated_attention,
+                                validate_branches, validate_options)
 from .kv_cache import DilatedKVCache
 from .positions import build_position_embedding
 
@@ -31,6 +32,11 @@ class MultiheadAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, attend: Callable, *, causal: bool = True,
                  positions: str | None = "xpos", sub_ln: bool = True, bias: bool = True, max_len: int = 0):
         super().__init__()
+        for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid; allowed: an int >= 1")
+        if not isinstance(causal, bool):
+            raise ValueError(f"causal={causal!r} is invalid; allowed: True or False")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads, self.head_dim, self.causal = num_heads, embed_dim // num_heads, causal
@@ -85,6 +91,7 @@ class MultiheadDilatedAttention(MultiheadAttention):
                  positions: str | None = "xpos", sub_ln: bool = True, bias: bool = True, max_len: int = 0,
                  backend: str = "auto", exact_grad: bool = True):
         branches = validate_branches(segment_lengths, dilation_rates)
+        validate_options(causal, exact_grad=exact_grad, backend=backend)
         self.segment_lengths, self.dilation_rates = [w for w, _ in branches], [r for _, r in branches]
 
         def attend(q, k, v, causal=True):

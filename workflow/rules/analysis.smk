@@ -19,7 +19,10 @@ rule attention_graph:
         "../scripts/attention_graph.py"
 
 
-rule tables:
+# The tables are built (and every input checked against the configuration) under the work
+# directory first, then copied into results/tables: Snakemake deletes a job's outputs before it
+# runs and after it fails, so a refused or failed aggregation leaves the previous tables alone.
+rule aggregate:
     input:
         profile=expand(f"{WORK}/profile/{{variant}}.csv", variant=PROFILED),
         perplexity=trained_paths("{WORK}/eval/{variant}/L{train_len}/perplexity.csv"),
@@ -31,17 +34,31 @@ rule tables:
         projected=rules.project_latency.output,
         attention_graph=expand(f"{WORK}/attention_graph/{{variant}}.csv", variant=list(VARIANTS)),
     output:
-        **{name: report(f"{TABLE_DIR}/{name}.csv", caption=f"../report/tables/{name}.rst",
-                        category="Tables") for name in TABLES},
+        **{name: f"{WORK}/tables/{name}.csv" for name in TABLES},
     params:
         variants=list(VARIANTS.values()),
         paper_len_scale=config["paper_len_scale"],
+        expect=pipeline_config.expected_inputs(config, VARIANTS),
+    log:
+        f"{LOGS}/analysis/aggregate.log",
+    conda:
+        ENV
+    script:
+        "../scripts/make_tables.py"
+
+
+rule tables:
+    input:
+        **{name: f"{WORK}/tables/{name}.csv" for name in TABLES},
+    output:
+        **{name: report(f"{TABLE_DIR}/{name}.csv", caption=f"../report/tables/{name}.rst",
+                        category="Tables") for name in TABLES},
     log:
         f"{LOGS}/analysis/tables.log",
     conda:
         ENV
     script:
-        "../scripts/make_tables.py"
+        "../scripts/publish_tables.py"
 
 
 rule figures:

@@ -1,12 +1,16 @@
 """Snakemake job: the profiling sweep of one variant (longnet.profiling.sweep)."""
 import sys
+from pathlib import Path
 
 import baselines
 from analysis.io import write_csv
 from longnet.profiling import sweep
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake global)
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 (workflow/)
+from pipeline_config import require_device  # noqa: E402
 spec, device = snakemake.params.spec, snakemake.params.device  # noqa: F821
+require_device(device)  # a cluster or dry run left this check to the job
 profile = {k: v for k, v in snakemake.params.profile.items() if k != "threads"}  # noqa: F821
 baselines.load_modules(snakemake.params.modules)  # noqa: F821
 name = spec["name"]

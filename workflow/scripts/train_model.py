@@ -3,28 +3,40 @@
     train_model.py --cfg JSON --data-dir D --state-dir S --out-dir O [--threads T]
 
 longnet.train.train checkpoints into the state directory and resumes from it; at the end rank 0
-publishes checkpoint.pt, metrics.csv and compute_curve.csv into the out directory atomically.
+publishes checkpoint.pt (verified against its sidecar), its sidecar, metrics.csv and
+compute_curve.csv into the out directory, each as its own copy (a damaged published file never
+damages the state directory's) written atomically.
 """
 import argparse
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import torch
 
 from baselines import load_modules
-from longnet.train import train
+from longnet.checkpoint import sidecar_path, verify_checkpoint
+from longnet.train import TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # workflow/: pipeline_config
+from pipeline_config import require_device  # noqa: E402
 
 OUTPUTS = ("checkpoint.pt", "metrics.csv", "compute_curve.csv")
 
 
 def publish(state_dir: Path, out_dir: Path) -> None:
-    """Hard-link the finished files into place (no copy: the trainer replaces them, never edits)."""
-    for name in OUTPUTS:
+    """Copy the finished files into place, each through a temporary file that is removed if the
+    copy fails."""
+    verify_checkpoint(state_dir / "checkpoint.pt")
+    for name in (*OUTPUTS, sidecar_path(OUTPUTS[0]).name):
         tmp = out_dir / f".{name}.tmp"
-        tmp.unlink(missing_ok=True)
-        os.link(state_dir / name, tmp)
-        os.replace(tmp, out_dir / name)
+        try:
+            shutil.copyfile(state_dir / name, tmp)
+            os.replace(tmp, out_dir / name)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -38,8 +50,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_modules(json.loads(args.modules))
+    cfg = json.loads(args.cfg)
+    require_device(TrainConfig.from_dict(cfg).device)
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    train(json.loads(args.cfg), args.data_dir, args.state_dir)
+    train(cfg, args.data_dir, args.state_dir)
     if int(os.environ.get("RANK", "0")) == 0:
         publish(args.state_dir, args.out_dir)
 

@@ -1,0 +1,397 @@
+"""The pipeline's configuration, checked whole before any job runs (workflow/rules/common.smk).
+
+    variants = check_config(config, local=True, dry_run=False)
+
+Refuses, with a ConfigError naming the key path (`training.stpes`, `variants[2].params`), the bad
+value and what is allowed:
+- the schema (workflow/schemas/config.schema.yaml: types, ranges, unknown keys), whose defaults
+  are filled in;
+- every job's library configuration, built as the job will build it: longnet.train.TrainConfig,
+  the model's ModelConfig and one of its layers, and each variant's params at every head count it
+  runs with (the model's n_head for training and evaluation, profile.heads,
+  attention_graph.heads);
+- what ties sections together: lengths that must divide or fit one another, ranks that must split
+  a batch, a corpus large enough for the evaluation lengths;
+- where the jobs run on this machine (`local`): the environment the configuration needs (a data
+  directory, tiktoken, datasets) and, unless it is a dry run, CUDA for `device: cuda`. A dry run
+  or a cluster executor (whose nodes may have GPUs this machine lacks) leaves the CUDA check to
+  the jobs, which refuse to start without it (see `require_device`).
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import inspect
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
+# TrainConfig fields each job sets from elsewhere in the configuration, and training keys that say
+# how to launch a job rather than what to train
+PER_JOB = ("attention", "attention_params", "seq_len", "seed", "device", "progress")
+LAUNCH = ("nproc", "threads")
+
+
+class ConfigError(ValueError):
+    """A configuration refused: the key path, what is wrong, and what is allowed."""
+
+    def __init__(self, key: str, problem: str, allowed=None):
+        message = f"config key '{key}': {problem}"
+        if allowed is not None:
+            if isinstance(allowed, (list, tuple, set, frozenset)):
+                allowed = ", ".join(map(str, allowed))
+            message += f" (allowed: {allowed})"
+        super().__init__(message)
+        self.key = key
+
+
+def key_path(parts) -> str:
+    """("variants", 2, "params") -> "variants[2].params"."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# ---- the schema -------------------------------------------------------------------------------
+
+def _validator_with_defaults():
+    """A Draft 2020-12 validator that fills in each property's `default` as it validates."""
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if isinstance(sub, dict) and "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from check_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": properties})
+
+
+def _schema_error(error) -> ConfigError:
+    """One jsonschema error as a ConfigError at its key path."""
+    path, schema = list(error.absolute_path), error.schema
+    if error.validator == "additionalProperties":
+        known = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        return ConfigError(key_path(path + extra[:1]), "unknown key", known or None)
+    if error.validator == "required":
+        missing = re.match(r"'([^']+)'", error.message)
+        name = missing[1] if missing else "?"
+        return ConfigError(key_path(path + [name]), "required key is missing")
+    if error.validator == "not":
+        return ConfigError(key_path(path), "must not be given here: "
+                           + schema.get("description", "set elsewhere"))
+    if error.validator == "oneOf":
+        return ConfigError(key_path(path), schema.get("description", error.message))
+    if error.validator == "enum":
+        return ConfigError(key_path(path), error.message, error.validator_value)
+    return ConfigError(key_path(path) or "(top level)", error.message)
+
+
+def check_schema(config: dict) -> None:
+    """The schema, with defaults filled in; the first error (by jsonschema's relevance)."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    validator = _validator_with_defaults()(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise _schema_error(error)
+
+
+# ---- variants ---------------------------------------------------------------------------------
+
+def load_variant_registry(config):
+    import baselines
+    try:
+        baselines.load_modules(config["extra_modules"])
+    except ImportError as error:
+        raise ConfigError("extra_modules", f"cannot import a module: {error}") from None
+    return baselines
+
+
+def check_builds(baselines, name, key, params, heads, where) -> None:
+    """The registry builds variant `name` with these params at `heads` heads."""
+    try:
+        baselines.build(name, num_heads=heads, **params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(key, f"{error} (with {heads} heads, {where})") from None
+
+
+def check_variants(config) -> dict:
+    """Every variant: a registered name, params the registry accepts, a unique id."""
+    baselines = load_variant_registry(config)
+    available = baselines.available()
+    variants = {}
+    for i, variant in enumerate(config["variants"]):
+        variant.setdefault("id", variant["name"])
+        key = f"variants[{i}]"
+        if variant["name"] not in available:
+            raise ConfigError(f"{key}.name", f"unknown variant '{variant['name']}'", available)
+        if variant["id"] in variants:
+            raise ConfigError(f"{key}.id",
+                              f"duplicate id '{variant['id']}' (give each entry a unique id)")
+        if variant["profile"]:
+            check_builds(baselines, variant["name"], f"{key}.params", variant["params"],
+                         config["profile"]["heads"], "profile.heads")
+        check_builds(baselines, variant["name"], f"{key}.params", variant["params"],
+                     config["attention_graph"]["heads"], "attention_graph.heads")
+        per_length = variant.setdefault("train_params", [{}] * len(variant["train_lens"]))
+        if len(per_length) != len(variant["train_lens"]):
+            raise ConfigError(f"{key}.train_params",
+                              f"{len(per_length)} entries for {len(variant['train_lens'])} "
+                              "train_lens: one params override per training length")
+        for train_len in variant["train_lens"]:
+            if config["training"]["tokens_per_step"] % train_len:
+                raise ConfigError(f"{key}.train_lens",
+                                  f"{train_len} does not divide training.tokens_per_step "
+                                  f"({config['training']['tokens_per_step']}): tokens per step "
+                                  "are held constant across lengths")
+        variants[variant["id"]] = variant
+    return variants
+
+
+# ---- training: every job's TrainConfig and model ----------------------------------------------
+
+def job_spec(variant: dict, train_len: int) -> dict:
+    """What one trained model is: its variant, params, training length (a job's identity)."""
+    override = variant["train_params"][variant["train_lens"].index(train_len)]
+    return {"variant": variant["name"], "params": {**variant["params"], **override},
+            "train_len": train_len, "id": variant["id"]}
+
+
+def train_config(config: dict, variant: dict, train_len: int, device: str) -> dict:
+    """longnet.train's TrainConfig for one model: the config's training section plus the job."""
+    spec = job_spec(variant, train_len)
+    cfg = {key: value for key, value in config["training"].items() if key not in LAUNCH}
+    cfg.update(attention=spec["variant"], attention_params=spec["params"],
+               seq_len=spec["train_len"], seed=config["seed"], device=device, progress=False)
+    return cfg
+
+
+def _training_key(config, message: str, variant_key: str, params_key: str) -> str:
+    """The key path of the field a TrainConfig or ModelConfig error names."""
+    training = config["training"]
+    field = re.match(r"(?:train|model) (\w+)=", message)
+    field = field[1] if field else None
+    if message.startswith("unknown model field"):
+        return "training.model_overrides"
+    if field in training.get("model_overrides", {}):
+        return f"training.model_overrides.{field}"
+    if field in training:
+        return f"training.{field}"
+    if field in ("attention", "attention_params"):
+        return params_key
+    if field == "seq_len":
+        return f"{variant_key}.train_lens"
+    if field == "size" or field is not None:
+        return "training.model"
+    return "training"
+
+
+def vocab_size(tokenizer: str) -> int:
+    """The vocabulary of a tokenizer without loading it (a placeholder size for cl100k_base)."""
+    from longnet.data import ByteTokenizer
+    return ByteTokenizer.vocab_size if tokenizer == "byte" else 100_277
+
+
+def check_training(config, variants: dict, device: str) -> None:
+    """Every training job's TrainConfig, model and attention, as the job builds them."""
+    import baselines
+    from longnet.model import Block
+    from longnet.train import TrainConfig
+
+    training = config["training"]
+    allowed = sorted({f.name for f in fields(TrainConfig)} - set(PER_JOB) | set(LAUNCH))
+    for key in training:
+        if key not in allowed:
+            raise ConfigError(f"training.{key}", "unknown key (a TrainConfig field)", allowed)
+    nproc = training["nproc"]
+    for i, variant in enumerate(config["variants"]):
+        variant_key = f"variants[{i}]"
+        for j, train_len in enumerate(variant["train_lens"]):
+            job = f"{variant['id']} at train_len {train_len}"
+            cfg = train_config(config, variant, train_len, device)
+            params_key = (f"{variant_key}.train_params[{j}]" if variant["train_params"][j]
+                          else f"{variant_key}.params")
+            try:
+                tc = TrainConfig.from_dict(cfg)
+                model_cfg = tc.model_config(vocab_size(config["data"]["tokenizer"]))
+            except (TypeError, ValueError) as error:
+                raise ConfigError(_training_key(config, str(error), variant_key, params_key),
+                                  f"{error} (job {job})") from None
+            check_builds(baselines, model_cfg.attention, params_key, model_cfg.attention_params,
+                         model_cfg.n_head, f"the model's n_head, job {job}")
+            try:
+                Block(model_cfg)  # one layer of the model: projections, positions, attention
+            except (TypeError, ValueError) as error:
+                raise ConfigError("training.model_overrides", f"{error} (job {job})") from None
+            sequences = tc.tokens_per_step // train_len
+            if sequences % nproc:
+                raise ConfigError("training.nproc", f"{nproc} processes cannot split the "
+                                  f"{sequences} sequences of a step of job {job} "
+                                  f"(training.tokens_per_step / train_len)",
+                                  f"a divisor of {sequences}")
+
+
+# ---- evaluation, data, distributed ------------------------------------------------------------
+
+def check_evaluation(config) -> None:
+    evaluation = config["evaluation"]
+    for n in evaluation["eval_lens"]:
+        if n > evaluation["max_tokens"]:
+            raise ConfigError("evaluation.eval_lens", f"{n} is longer than evaluation.max_tokens "
+                              f"({evaluation['max_tokens']}): not one window would be scored",
+                              f"lengths <= {evaluation['max_tokens']}")
+
+
+def tokens_needed(config) -> dict[str, int]:
+    """The fewest tokens each split must hold for every job to fit a window in it."""
+    evaluation, window = config["evaluation"], config["evaluation"]["context_window"]
+    train_lens = [n for v in config["variants"] for n in v["train_lens"]] or [0]
+    test = max(max(evaluation["eval_lens"]), max(window["prompt_lens"]) + window["n_final"])
+    need = {"train": max(train_lens) + 2, "test": test + 1}
+    eval_split = config["training"].get("eval_split", "test")
+    need[eval_split] = max(need.get(eval_split, 0), max(train_lens) + 1)
+    return need
+
+
+def check_data(config) -> None:
+    """data.max_bytes large enough: a split gets its share of the bytes, and a token is at least a
+    byte, so a split holds at most about share x max_bytes tokens."""
+    from longnet.data import SPLITS, prepare_corpus
+
+    data = config["data"]
+    if data["source"] in ("dir", "hf") and not data["path"]:
+        raise ConfigError("data.path", "required when data.source is dir or hf")
+    if data["max_bytes"] is None:
+        return
+    shares = dict(zip(SPLITS, inspect.signature(prepare_corpus).parameters["fractions"].default))
+    for split, tokens in tokens_needed(config).items():
+        if tokens > shares[split] * data["max_bytes"]:
+            smallest = int(-(-tokens // shares[split]))
+            raise ConfigError("data.max_bytes", f"{data['max_bytes']} bytes give the {split} split "
+                              f"about {shares[split]:.0%} of them, fewer than the {tokens} tokens "
+                              "its longest window needs (evaluation lengths, training lengths)",
+                              f"at least {smallest}, or null for the whole corpus")
+
+
+def check_branches(config, section) -> None:
+    """A dilated-attention schedule in config[section]: one dilation rate per segment length."""
+    segments, rates = config[section]["segment_lengths"], config[section]["dilation_rates"]
+    if len(segments) != len(rates):
+        raise ConfigError(f"{section}.dilation_rates", f"{len(rates)} rates for "
+                          f"{len(segments)} segment lengths: one rate per segment")
+
+
+def check_distributed(config) -> None:
+    dist = config["distributed"]
+    check_branches(config, "distributed")
+    if 1 not in dist["world_sizes"]:
+        raise ConfigError("distributed.world_sizes", "must include 1: the cost model is "
+                          "calibrated on the single-rank runs")
+    for n in dist.get("seq_lens", []):
+        for p in dist["world_sizes"]:
+            if n % p:
+                raise ConfigError("distributed.seq_lens", f"{n} is not divisible by world size {p}",
+                                  "multiples of every distributed.world_sizes entry")
+    check_branches(config, "cost_model")
+
+
+# ---- the machine ------------------------------------------------------------------------------
+
+def cuda_problem(device: str) -> str | None:
+    """Why `device` cannot run here (None when it can)."""
+    import torch
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        return (f"device {device!r} needs CUDA, and this machine has none "
+                f"(torch {torch.__version__}, torch.cuda.is_available() is False)")
+    return None
+
+
+def require_device(device: str) -> None:
+    """At a job's start: refuse a device this machine lacks, with the reason (jobs call this)."""
+    problem = cuda_problem(device)
+    if problem:
+        raise SystemExit(f"{problem}: run this job on a machine with a GPU, or set "
+                         "`device: cpu` in the configuration")
+
+
+def check_environment(config, dry_run: bool) -> None:
+    """What the jobs need from this machine, when they run on it."""
+    data = config["data"]
+    if data["tokenizer"] == "cl100k_base" and importlib.util.find_spec("tiktoken") is None:
+        raise ConfigError("data.tokenizer", "cl100k_base needs tiktoken, which is not installed "
+                          "(pip install '.[data]')", ["byte", "cl100k_base with tiktoken"])
+    if data["source"] == "dir" and not Path(data["path"]).is_dir():
+        raise ConfigError("data.path", f"{data['path']!r} is not a directory "
+                          f"(relative paths start at {Path.cwd()})")
+    if data["source"] == "hf" and importlib.util.find_spec("datasets") is None:
+        raise ConfigError("data.source", "hf needs the datasets package, which is not installed "
+                          "(pip install '.[data]')", ["stdlib", "dir", "hf with datasets"])
+    if not dry_run and config["device"] == "cuda":
+        problem = cuda_problem("cuda")
+        if problem:
+            raise ConfigError("device", f"'cuda': {problem}",
+                              ["cpu", "auto", "cuda on a machine or cluster with GPUs"])
+
+
+def resolve_device(config) -> str:
+    """"auto" resolves where the workflow is parsed: name cuda explicitly for a cluster."""
+    import torch
+    return "cuda" if config["device"] == "cuda" or (
+        config["device"] == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def check_config(config: dict, *, local: bool = True, dry_run: bool = False) -> dict:
+    """Validate (and fill defaults into) `config`; the variants by id. ConfigError otherwise.
+
+    local: the jobs run on this machine (not a cluster executor), so its environment is checked;
+    dry_run: nothing runs now, so the CUDA check is left to the jobs."""
+    check_schema(config)
+    variants = check_variants(config)
+    check_training(config, variants, resolve_device(config))
+    check_evaluation(config)
+    check_data(config)
+    check_distributed(config)
+    if local:
+        check_environment(config, dry_run)
+    return variants
+
+
+def expected_inputs(config: dict, variants: dict) -> dict:
+    """What each per-job CSV the tables read must hold (input kind -> path -> column -> the
+    values that must all occur, or the one value every row has; analysis.tables.read_checked)."""
+    work, evaluation = config["work_dir"], config["evaluation"]
+    profile, dist = config["profile"], config["distributed"]
+    final_step = [config["training"]["steps"]]
+    expect = {kind: {} for kind in ("profile", "perplexity", "context_window", "passkey",
+                                    "compute_curve", "metrics", "distributed", "projected",
+                                    "attention_graph")}
+    for vid, variant in variants.items():
+        expect["attention_graph"][f"{work}/attention_graph/{vid}.csv"] = {"variant": vid}
+        if variant["profile"]:
+            expect["profile"][f"{work}/profile/{vid}.csv"] = {
+                "variant": vid, "seq_len": profile["seq_lens"], "mode": profile["modes"]}
+        for n in variant["train_lens"]:
+            model = {"variant": vid, "train_len": n}
+            expect["perplexity"][f"{work}/eval/{vid}/L{n}/perplexity.csv"] = {
+                **model, "eval_len": evaluation["eval_lens"]}
+            expect["context_window"][f"{work}/eval/{vid}/L{n}/context_window.csv"] = {
+                **model, "prompt_len": evaluation["context_window"]["prompt_lens"]}
+            expect["passkey"][f"{work}/eval/{vid}/L{n}/passkey.csv"] = {
+                **model, "context_len": evaluation["passkey"]["context_lens"],
+                "depth": evaluation["passkey"]["depths"]}
+            for kind in ("compute_curve", "metrics"):
+                expect[kind][f"{work}/train/{vid}/L{n}/{kind}.csv"] = {"step": final_step}
+    for p in dist["world_sizes"]:
+        lengths = dist.get("seq_lens") or [t * p for t in dist["tokens_per_rank"]]
+        expect["distributed"][f"{work}/distributed/P{p}.csv"] = {"world_size": p,
+                                                                  "seq_len": lengths}
+    expect["projected"][f"{work}/distributed/projected.csv"] = {}
+    return expect
