@@ -17,7 +17,10 @@ Outputs in out_dir (rank 0 writes, every file atomically):
     metrics.csv        step, tokens, loss, lr, tokens_per_s, wall_s, mfu (every log_every steps)
     compute_curve.csv  step, tokens, train_flops, val_loss (every eval_every steps and at the end)
     checkpoint_last.pt model + optimizer + step, for resuming (removed when the run completes)
+    checkpoint_prev.pt the one before it: the fallback when checkpoint_last.pt reads back damaged
     checkpoint.pt      the final model, its configs and the corpus manifest
+Each checkpoint has a .sha256 sidecar (size and hash, longnet.checkpoint) and is verified when
+read: a damaged final checkpoint is retrained, a damaged resume point falls back to the one before.
 """
 
 import argparse
@@ -35,6 +38,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from longnet.checkpoint import (CheckpointError, load_checkpoint, remove_checkpoint,
+                               save_checkpoint, sidecar_path)
 from longnet.data import SPLITS, load_split, read_manifest
 from longnet.evaluate import sequence_loss
 from longnet.model import LanguageModel, ModelConfig
@@ -78,7 +83,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        self.betas = tuple(self.betas)
+        if isinstance(self.betas, list):
+            self.betas = tuple(self.betas)
         positive = ("seq_len", "tokens_per_step", "micro_batch_tokens", "steps", "eval_tokens",
                     "log_every", "checkpoint_every")
         for name in positive:
@@ -95,6 +101,28 @@ class TrainConfig:
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr and self.power > 0):
             raise ValueError(f"train lr={self.lr}, min_lr={self.min_lr}, power={self.power} are "
                              "invalid; allowed: lr > 0, 0 <= min_lr <= lr, power > 0")
+        if not (isinstance(self.clip_grad, (int, float)) and self.clip_grad > 0):
+            raise ValueError(f"train clip_grad={self.clip_grad!r} is invalid; allowed: a number > 0 "
+                             "(the largest gradient norm; inf: no clipping)")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"train weight_decay={self.weight_decay!r} is invalid; "
+                             "allowed: a number >= 0")
+        if not (isinstance(self.eps, (int, float)) and self.eps > 0):
+            raise ValueError(f"train eps={self.eps!r} is invalid; allowed: a number > 0")
+        if not isinstance(self.betas, tuple) or len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1
+                                           for b in self.betas):
+            raise ValueError(f"train betas={self.betas!r} is invalid; allowed: two numbers in "
+                             "[0, 1)")
+        if self.peak_flops is not None and not (isinstance(self.peak_flops, (int, float))
+                                                and self.peak_flops > 0):
+            raise ValueError(f"train peak_flops={self.peak_flops!r} is invalid; allowed: a "
+                             "number > 0, or null to measure it")
+        for name in ("model_overrides", "attention_params"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"train {name}={getattr(self, name)!r} is invalid; allowed: a "
+                                 "mapping of field names to values")
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"train progress={self.progress!r} is invalid; allowed: true, false")
         if self.eval_split not in SPLITS:
             raise ValueError(f"train eval_split={self.eval_split!r} is invalid; allowed: "
                              f"{', '.join(SPLITS)}")
@@ -150,12 +178,6 @@ def measure_matmul_flops(device: torch.device, dtype=torch.float32, n: int = 204
     return best
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _write_csv(path: Path, columns, rows) -> None:
     """Write all rows (dicts) atomically; the files are small, so rewriting is simplest."""
     buf = io.StringIO()
@@ -163,8 +185,11 @@ def _write_csv(path: Path, columns, rows) -> None:
     writer.writeheader()
     writer.writerows(rows)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(buf.getvalue())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_csv(path: Path, up_to_step: int) -> list[dict]:
@@ -173,6 +198,21 @@ def _read_csv(path: Path, up_to_step: int) -> list[dict]:
         return []
     with open(path) as f:
         return [row for row in csv.DictReader(f) if int(row["step"]) <= up_to_step]
+
+
+def _resume_state(paths, device, main: bool) -> dict | None:
+    """The first of `paths` (newest first) that reads back intact; damaged ones are reported and
+    (by rank 0) removed, so a rerun falls back to the one before, or starts afresh."""
+    for path in paths:
+        if not path.exists():
+            continue
+        try:
+            return load_checkpoint(path, map_location=device)
+        except CheckpointError as error:
+            print(f"warning: {error}; falling back to an older checkpoint", flush=True)
+            if main:
+                remove_checkpoint(path)
+    return None
 
 
 def _device(name: str, local_rank: int) -> torch.device:
@@ -192,9 +232,15 @@ def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
     tc = TrainConfig.from_dict(dict(cfg))
     out_dir = Path(out_dir)
     final_path, last_path = out_dir / "checkpoint.pt", out_dir / "checkpoint_last.pt"
-    if final_path.exists() and torch.load(final_path, map_location="cpu",
-                                          weights_only=False)["step"] >= tc.steps:
-        return
+    prev_path = out_dir / "checkpoint_prev.pt"  # the one before last: the fallback
+    if final_path.exists():
+        try:
+            if load_checkpoint(final_path)["step"] >= tc.steps:
+                return
+        except CheckpointError as error:  # retrain (from the last good checkpoint, if any)
+            print(f"warning: {error}; removing it and training again", flush=True)
+            if int(os.environ.get("RANK", "0")) == 0:
+                remove_checkpoint(final_path)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -227,8 +273,8 @@ def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, eps=tc.eps,
                                   weight_decay=tc.weight_decay)
     step, wall_s = 0, 0.0
-    if last_path.exists():
-        state = torch.load(last_path, map_location=device, weights_only=False)
+    state = _resume_state((last_path, prev_path), device, main)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, wall_s = state["step"], state["wall_s"]
@@ -249,7 +295,12 @@ def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
                      train_config=asdict(tc), model_config=model_cfg.to_dict(), manifest=manifest)
         if with_optimizer:
             state["optimizer"] = optimizer.state_dict()
-        _atomic_torch_save(state, path)
+        if path == last_path and last_path.exists():  # keep the previous one as the fallback
+            remove_checkpoint(prev_path)
+            os.replace(last_path, prev_path)
+            if sidecar_path(last_path).exists():
+                os.replace(sidecar_path(last_path), sidecar_path(prev_path))
+        save_checkpoint(state, path)
 
     def evaluate_curve() -> None:
         loss, _ = sequence_loss(model, eval_tokens, tc.seq_len, tc.eval_tokens, device=device)
@@ -315,7 +366,8 @@ def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
         if not tc.eval_every:
             evaluate_curve()
         checkpoint(final_path, with_optimizer=False)
-        last_path.unlink(missing_ok=True)
+        remove_checkpoint(last_path)
+        remove_checkpoint(prev_path)
     if world > 1:
         dist.barrier()
 
