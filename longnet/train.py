@@ -98,9 +98,12 @@ class TrainConfig:
         if self.tokens_per_step % self.seq_len:
             raise ValueError(f"train tokens_per_step={self.tokens_per_step} must be a multiple of "
                              f"seq_len={self.seq_len}")
-        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr and self.power > 0):
-            raise ValueError(f"train lr={self.lr}, min_lr={self.min_lr}, power={self.power} are "
-                             "invalid; allowed: lr > 0, 0 <= min_lr <= lr, power > 0")
+        for name, ok, allowed in (("lr", self.lr > 0, "> 0"),
+                                  ("min_lr", 0 <= self.min_lr <= self.lr, f"0..lr ({self.lr})"),
+                                  ("power", self.power > 0, "> 0")):
+            if not ok:
+                raise ValueError(f"train {name}={getattr(self, name)!r} is invalid; allowed: "
+                                 f"{allowed}")
         if not (isinstance(self.clip_grad, (int, float)) and self.clip_grad > 0):
             raise ValueError(f"train clip_grad={self.clip_grad!r} is invalid; allowed: a number > 0 "
                              "(the largest gradient norm; inf: no clipping)")
