@@ -25,6 +25,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/distributed.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/generate.smk"
 
 # light aggregation jobs run on the submitting machine, not as cluster jobs
 localrules: all, project_latency, aggregate, tables, figures, provenance, results_readme
@@ -36,4 +37,6 @@ rule all:
         rules.figures.output,
         rules.provenance.output,
         rules.results_readme.output,
+        trained_paths(f"{RESULTS}/samples/{{variant}}_L{{train_len}}.txt"),
+        rules.decode_benchmark.output,
     default_target: True

@@ -158,6 +158,22 @@ def passkey(results: pd.DataFrame):
     return _finish(fig, [ax], results.empty, "passkey evaluations")
 
 
+def decode_latency(decode: pd.DataFrame):
+    """Per generated token: one attention layer's decode step (left) and its cache (right) vs the
+    context length, one line per variant and layer shape (benchmarks/bench_decode.py)."""
+    fig, axes = _axes("Decoding one token after N tokens of context", "context length N (tokens)",
+                      "ms per token (one layer)", ncols=2)
+    axes[1].set_ylabel("cache bytes (one layer)")
+    ok = decode[decode["status"] == "ok"] if not decode.empty else decode
+    for i, ((shape, variant), rows) in enumerate(ok.groupby(["shape", "variant"]) if not ok.empty else []):
+        rows = rows.sort_values("context_len")
+        style = "o-" if i < 10 else "s--"  # matplotlib cycles 10 colours
+        label = f"{variant} ({shape}: H={rows['heads'].iloc[0]}, D={rows['head_dim'].iloc[0]})"
+        axes[0].plot(rows["context_len"], rows["ms_per_token"], style, label=label)
+        axes[1].plot(rows["context_len"], rows["cache_bytes"], style, label=label)
+    return _finish(fig, axes, ok.empty, "decoding benchmark")
+
+
 FIGURES = ("figure5_latency", "figure6_loss_vs_compute", "figure7_context_window",
            "table2_perplexity", "distributed_bytes", "attention_graph", "passkey")
 

@@ -22,7 +22,7 @@ generator = torch.Generator(device=params.device).manual_seed(params.seed)
 out = model.generate(prompt, samples["new_tokens"], temperature=samples["temperature"],
                      top_k=samples.get("top_k"), generator=generator)
 spec = params.spec
-header = (f"# {spec['id']} ({spec['name']}), trained at length {spec['train_len']}: "
+header = (f"# {spec['id']} ({spec['variant']}), trained at length {spec['train_len']}: "
           f"{samples['new_tokens']} tokens after a {prompt.shape[1]}-token prompt from the test "
           f"split, temperature {samples['temperature']}, top_k {samples.get('top_k')}, "
           f"seed {params.seed}\n")

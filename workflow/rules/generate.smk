@@ -1,0 +1,63 @@
+# Stage 7: generation. Each trained model continues the start of the test split (results/samples/,
+# so a reader sees what each model writes), and the decoding benchmark times one generated token
+# per attention variant against the context length (benchmarks/bench_decode.py): per-token
+# latency and cache bytes of one layer, and whole-model prefill / decode throughput.
+
+
+def check_decode_benchmark():
+    """Every benchmarked variant: a registered name with params the registry accepts."""
+    import baselines
+    from snakemake.exceptions import WorkflowError
+
+    for i, spec in enumerate(config["decode_benchmark"]["variants"]):
+        for shape in config["decode_benchmark"]["shapes"].values():
+            try:
+                baselines.build(spec["name"], num_heads=shape["heads"], **spec.get("params", {}))
+            except (TypeError, ValueError) as error:
+                raise WorkflowError(f"config key 'decode_benchmark.variants[{i}]': {error}") from None
+
+
+check_decode_benchmark()
+
+
+rule samples:
+    input:
+        checkpoint=rules.train.output.checkpoint,
+        manifest=rules.prepare_data.output.manifest,
+    output:
+        f"{RESULTS}/samples/{{variant}}_L{{train_len}}.txt",
+    params:
+        samples=config["samples"],
+        spec=job_spec,
+        device=DEVICE,
+        seed=config["seed"],
+        modules=config["extra_modules"],
+    threads: config["training"]["threads"]
+    resources:
+        gpu=gpus(1),
+    log:
+        f"{LOGS}/samples/{{variant}}_L{{train_len}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/generate_samples.py"
+
+
+rule decode_benchmark:
+    output:
+        decode=f"{TABLE_DIR}/decode.csv",
+        throughput=f"{TABLE_DIR}/decode_throughput.csv",
+        figure=f"{FIGURE_DIR}/decode.png",
+    params:
+        bench=config["decode_benchmark"],
+        model=config["training"]["model"],
+        model_overrides=config["training"].get("model_overrides", {}),
+        config=config,
+        modules=config["extra_modules"],
+    threads: config["decode_benchmark"].get("threads") or ALL_CORES
+    log:
+        f"{LOGS}/decode_benchmark.log",
+    conda:
+        ENV
+    script:
+        "../scripts/bench_decode.py"
