@@ -1,0 +1,1 @@
+"""Dilated attention inside other libraries' models (each submodule needs its library installed)."""
