@@ -51,9 +51,9 @@ class Lattice:
 
     def rows(self, device: torch.device | None = None) -> torch.Tensor:
         """(blocks, length) int64 row indices, in block order."""
-        rows = torch.tensor(self.offset, device=device)
+        rows = torch.full((), self.offset, dtype=torch.int64, device=device)  # factory: works on any device
         for size, stride in zip(self.sizes, self.strides):
-            rows = rows[..., None] + torch.arange(size, device=device) * stride
+            rows = rows.unsqueeze(-1) + torch.arange(size, device=device) * stride
         return rows.reshape(-1, self.sizes[-1])
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,10 +85,15 @@ class Piece:
     k_rows: torch.Tensor | None = None  # (blocks, Lk) int64 real rows; None: the same as q_rows
     causal: bool = False              # causal on a square block
     lattice: Lattice | None = None    # q_rows as a lattice (self blocks only), for strided gathers
+    # q_rows were made by lattice.rows() (from_lattice): nothing to check, and no check reads
+    # index values, so building a lattice plan never waits on the device
+    from_rows_of_lattice: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.causal and self.k_rows is not None and self.q_rows.shape[1] != self.k_rows.shape[1]:
             raise ValueError("a causal piece needs square blocks")
+        if self.from_rows_of_lattice:
+            return
         if self.k_rows is None and bool((self.q_rows == PAD).any()):
             raise ValueError("a piece with padded query rows needs explicit k_rows")
         if self.lattice is not None and (self.k_rows is not None or len(self.lattice.sizes) < 2
@@ -97,7 +102,9 @@ class Piece:
 
     @classmethod
     def from_lattice(cls, lattice: Lattice, causal: bool, device: torch.device | None = None) -> "Piece":
-        return cls(lattice.rows(device), None, causal, lattice)
+        if len(lattice.sizes) < 2:
+            raise ValueError("a lattice piece needs block sizes and a block length")
+        return cls(lattice.rows(device), None, causal, lattice, from_rows_of_lattice=True)
 
 
 @dataclass(frozen=True)
@@ -116,9 +123,11 @@ class _PreparedPiece:
         else:
             parts = self.lattice.split(max_blocks)
         for start, lattice in parts:
-            stop = start + (max_blocks if lattice is None else math.prod(lattice.sizes[:-1]))
-            yield _PreparedPiece(self.gather_rows[start:stop], self.scatter_rows[start:stop], self.k_rows[start:stop],
-                                 None if self.pad is None else self.pad[start:stop], self.causal, lattice)
+            count = min(max_blocks, self.gather_rows.shape[0] - start) if lattice is None \
+                else math.prod(lattice.sizes[:-1])
+            rows = [None if x is None else x.narrow(0, start, count)  # narrow: a view on any device
+                    for x in (self.gather_rows, self.scatter_rows, self.k_rows, self.pad)]
+            yield _PreparedPiece(*rows, self.causal, lattice)
 
     def gather(self, gatherer: "_Gatherer", slot: int, x_flat: torch.Tensor, keys: bool = False) -> torch.Tensor:
         return gatherer(slot, x_flat, self.k_rows if keys else self.gather_rows, self.lattice)
@@ -169,7 +178,7 @@ class Plan:
         prepared = []
         for piece in self.pieces:
             pad = piece.q_rows == PAD
-            has_pad = bool(pad.any())
+            has_pad = not piece.from_rows_of_lattice and bool(pad.any())  # a lattice has no PAD
             gather = torch.where(pad, 0, piece.q_rows) if has_pad else piece.q_rows
             scatter = torch.where(pad, self.rows_q, piece.q_rows) if has_pad else piece.q_rows
             keys = gather if piece.k_rows is None else piece.k_rows.contiguous()
@@ -187,12 +196,20 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _chunks(plan: Plan, batch: int, device: torch.device):
-    """(index, prepared chunk) pairs: each piece cut into chunks of whole blocks."""
+def _chunks(plan: Plan, batch: int, device: torch.device, max_batch: int | None = None):
+    """(index, prepared chunk) pairs: each piece cut into chunks of whole blocks, each chunk at
+    most CHUNK_ROWS rows and, when the kernel has a grid limit, at most max_batch // batch blocks
+    (the kernel's batch is B * blocks)."""
+    if max_batch is not None and batch > max_batch:
+        raise ValueError(f"batch size {batch} exceeds the kernel's largest batch {max_batch} "
+                         "(CUDA grid limit); split the batch")
     limit = CHUNK_ROWS.get(device.type, 1 << 20) // batch
     for number, piece in enumerate(plan.prepared):
         length = max(piece.gather_rows.shape[1], piece.k_rows.shape[1])
-        for chunk in piece.chunks(max(1, limit // length)):
+        blocks = max(1, limit // length)
+        if max_batch is not None:
+            blocks = min(blocks, max_batch // batch)
+        for chunk in piece.chunks(blocks):
             yield number, chunk
 
 
@@ -206,15 +223,15 @@ class _Gatherer:
 
     def __call__(self, slot: int, x_flat: torch.Tensor, rows: torch.Tensor, lattice: Lattice | None = None):
         tail = x_flat.shape[2:]
-        size = self.batch * rows.numel() * x_flat[0, 0].numel()
+        size = self.batch * rows.numel() * math.prod(tail)
         buffer = self.buffers.get(slot)
         if buffer is None or buffer.dtype != x_flat.dtype or buffer.numel() < size:
             buffer = self.buffers[slot] = torch.empty(size, dtype=x_flat.dtype, device=x_flat.device)
         if lattice is None:
-            torch.index_select(x_flat, 1, rows.view(-1), out=buffer[:size].view(self.batch, rows.numel(), *tail))
+            torch.index_select(x_flat, 1, rows.view(-1), out=buffer.narrow(0, 0, size).view(self.batch, rows.numel(), *tail))
         else:
-            buffer[:size].view(self.batch, *lattice.sizes, *tail).copy_(lattice.view(x_flat))
-        return buffer[:size].view(self.batch * rows.shape[0], 1, rows.shape[1], *tail)
+            buffer.narrow(0, 0, size).view(self.batch, *lattice.sizes, *tail).copy_(lattice.view(x_flat))
+        return buffer.narrow(0, 0, size).view(self.batch * rows.shape[0], 1, rows.shape[1], *tail)
 
 
 def block_sparse_forward(q_flat, k_flat, v_flat, plan: Plan, scale: float, backend: Backend,
@@ -233,7 +250,7 @@ def block_sparse_forward(q_flat, k_flat, v_flat, plan: Plan, scale: float, backe
         lse = torch.full((batch, total), float("-inf"), dtype=acc, device=q_flat.device)
     gather = _Gatherer(batch)
     partials = []
-    for number, piece in _chunks(plan, batch, q_flat.device):
+    for number, piece in _chunks(plan, batch, q_flat.device, backend.max_batch):
         o, l = backend.forward(piece.gather(gather, 0, q_flat), piece.gather(gather, 1, k_flat, keys=True),
                                piece.gather(gather, 2, v_flat, keys=True), piece.causal, scale)
         o, l = piece.rows_of(o, batch), piece.rows_of(l, batch).to(acc)
@@ -247,7 +264,7 @@ def block_sparse_forward(q_flat, k_flat, v_flat, plan: Plan, scale: float, backe
         # sigmoid(l - lse_rows), sum to one, so the output update is one in-place lerp. A real
         # query row always sees a key, so l is finite and the merged lse is too.
         out_rows, lse_rows = piece.read(out, gather, 3), piece.read(lse, gather, 4)
-        out_rows.lerp_(o.to(acc), torch.sigmoid(l - lse_rows)[..., None])
+        out_rows.lerp_(o.to(acc), torch.sigmoid(l - lse_rows).unsqueeze(-1))
         merged = torch.logaddexp(lse_rows, l)
         if piece.lattice is None:  # read() gathered copies: scatter them back
             piece.write(out, piece.scatter_rows, out_rows)
@@ -272,7 +289,7 @@ def block_sparse_backward(dout_flat, q_flat, k_flat, v_flat, out, lse, plan: Pla
     dk, dv = (make(batch, k_flat.shape[1], dim, dtype=acc, device=q_flat.device) for _ in range(2))
     gather = _Gatherer(batch)
     partial_iter = iter(partials or ())
-    for number, piece in _chunks(plan, batch, q_flat.device):
+    for number, piece in _chunks(plan, batch, q_flat.device, backend.max_batch):
         q_b, k_b, v_b = (piece.gather(gather, 0, q_flat), piece.gather(gather, 1, k_flat, keys=True),
                          piece.gather(gather, 2, v_flat, keys=True))
         if partials is None:  # the identity: this piece's backward with the merged output and lse
@@ -282,11 +299,11 @@ def block_sparse_backward(dout_flat, q_flat, k_flat, v_flat, out, lse, plan: Pla
             own_out, own_lse = next(partial_iter)
             weight = torch.exp(own_lse - piece.read(lse, gather, 4))
             block_dout = piece.gather(gather, 5, dout_flat)
-            block_dout.copy_((block_dout.to(acc) * weight.reshape(q_b.shape[:-1])[..., None]).to(block_dout.dtype))
+            block_dout.copy_((block_dout.to(acc) * weight.reshape(q_b.shape[:-1]).unsqueeze(-1)).to(block_dout.dtype))
             block_out, block_lse = own_out.reshape(q_b.shape), own_lse.reshape(q_b.shape[:-1])
         if piece.pad is not None:  # padded queries: zero dout and P = 0 (lse = inf) give zero gradients
             pad = piece.pad.view(1, -1).expand(batch, -1).reshape(block_lse.shape)
-            block_dout = block_dout.masked_fill(pad[..., None], 0)
+            block_dout = block_dout.masked_fill(pad.unsqueeze(-1), 0)
             block_lse = block_lse.masked_fill(pad, float("inf"))
         dq_b, dk_b, dv_b = backend.backward(block_dout, q_b, k_b, v_b, block_out, block_lse, piece.causal, scale)
         add = not (partition and number < plan.first_stage)
@@ -306,7 +323,7 @@ class _BlockSparseFunction(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.partials = None if exact_grad else partials  # kept, so retain_graph backward works
         ctx.config = (plan, scale, backend)
-        return out[:, :n * heads].reshape(q.shape)
+        return out.narrow(1, 0, n * heads).reshape(q.shape)
 
     @staticmethod
     def backward(ctx, dout):

@@ -11,6 +11,8 @@ token-by-token decoding passes the position of the new token).
 from __future__ import annotations
 
 
+import math
+
 import torch
 from torch import nn
 
@@ -69,14 +71,18 @@ class XPos(RotaryEmbedding):
         zeta = (torch.arange(0, head_dim, 2, dtype=torch.float32) + gamma * head_dim) / ((1 + gamma) * head_dim)
         self.register_buffer("log_zeta", zeta.log(), persistent=False)
         # float32 exp overflows past ~88; keep a margin for the product with q and k themselves
-        self.max_distance = int(80.0 / float(-self.log_zeta.min()) * scale_base)
+        # (the smallest zeta, at index 0, is gamma / (1 + gamma): computed here, not read off the buffer)
+        self.max_distance = int(80.0 / -math.log(gamma / (1 + gamma)) * scale_base)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
         centred = positions - self.center
-        if centred.numel() and int(centred.abs().max()) > self.max_distance:
-            raise ValueError(f"XPos supports positions within {self.max_distance} of its center "
-                             f"{self.center} in float32 (got position {int(positions.abs().max())}); "
-                             "use positions='rotary' for longer inputs")
+        message = (f"XPos supports positions within {self.max_distance} of its center {self.center} in "
+                   "float32; use positions='rotary' for longer inputs")
+        if centred.numel() and positions.device.type == "cpu":
+            if int(centred.abs().max()) > self.max_distance:
+                raise ValueError(f"{message} (got position {int(positions.abs().max())})")
+        elif centred.numel():  # on an accelerator, checked on the device: no host sync per layer
+            torch._assert_async(centred.abs().max() <= self.max_distance, message)
         cos, sin = self._angles(positions)
         exponent = centred.to(torch.float32)[:, None] / self.scale_base * self.log_zeta.to(positions.device)
         scale = exponent.exp().repeat_interleave(2, dim=-1)[:, None, :]

@@ -393,6 +393,11 @@ def benchmark(seq_lens, segment_lengths=PAPER_SEGMENT_LENGTHS, dilation_rates=PA
     return rows
 
 
+def process_group_backend(device: torch.device) -> str:
+    """NCCL for CUDA tensors, gloo for CPU ones: the configured device decides, not CUDA's presence."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
 def _main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Sequence-parallel dilated attention benchmark "
                                      "(launch with torchrun; rank 0 writes the CSV)")
@@ -413,15 +418,19 @@ def _main(argv=None) -> None:
     parser.add_argument("--check-max-len", type=int, default=65536,
                         help="compare with the single-process result up to this N")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per rank")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cpu: gloo ranks on this machine; cuda: one GPU per rank over NCCL")
     parser.add_argument("--out", required=True, help="CSV path (written atomically by rank 0)")
     args = parser.parse_args(argv)
 
-    cuda = torch.cuda.is_available()
+    from .train import resolve_device
+    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", 0)))
+    cuda = device.type == "cuda"
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
     else:
         torch.set_num_threads(args.threads)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    dist.init_process_group(process_group_backend(device))
     try:
         world = dist.get_world_size()
         seq_lens = args.seq_lens or [t * world for t in args.tokens_per_rank]
@@ -432,7 +441,7 @@ def _main(argv=None) -> None:
         if dist.get_rank() == 0:
             import pandas as pd
             from .provenance import provenance
-            prov = provenance(vars(args), device="cuda" if cuda else "cpu")
+            prov = provenance(vars(args), device=str(device))
             prov["device_name"] = prov.pop("device")
             frame = pd.DataFrame([dict(row, device="cuda" if cuda else "cpu", **prov) for row in rows])
             out = os.path.abspath(args.out)

@@ -78,7 +78,8 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 25
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    device: str = "cpu"  # "cpu", "cuda" (each torchrun process its LOCAL_RANK's GPU), "cuda:1", or
+    # "auto" (cuda when this machine has it): always an explicit choice, never inferred
     peak_flops: float | None = None  # matmul FLOP/s for MFU; None measures it at start
     progress: bool = True
 
@@ -218,10 +219,24 @@ def _resume_state(paths, device, main: bool) -> dict | None:
     return None
 
 
-def _device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """The configured device for this process: "cuda" means this torchrun process's GPU
+    (cuda:LOCAL_RANK), "auto" means that when the machine has CUDA and "cpu" otherwise. A process
+    whose LOCAL_RANK has no GPU is an error here, not a crash inside CUDA."""
     if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was configured, but this machine has no CUDA; "
+                             "allowed here: cpu")
+        if device.index is None:
+            if local_rank >= torch.cuda.device_count():
+                raise ValueError(f"LOCAL_RANK {local_rank} has no GPU: this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s); start at most that "
+                                 "many processes per node")
+            device = torch.device("cuda", local_rank)
+    return device
 
 
 def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
@@ -247,7 +262,7 @@ def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = _device(tc.device, local_rank)
+    device = resolve_device(tc.device, local_rank)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":

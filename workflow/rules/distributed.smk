@@ -13,6 +13,7 @@ rule sequence_parallel:
         segments=" ".join(map(str, config["distributed"]["segment_lengths"])),
         dilations=" ".join(map(str, config["distributed"]["dilation_rates"])),
         dist=config["distributed"],
+        device=DEVICE,
     threads: ALL_CORES  # alone on the machine: per-rank timings are not shared
     resources:
         gpu=lambda w: gpus(int(w.world_size)),
@@ -28,7 +29,7 @@ rule sequence_parallel:
         " --heads {params.dist[heads]} --head-dim {params.dist[head_dim]}"
         " --mode {params.dist[mode]} --warmup {params.dist[warmup]}"
         " --repeats {params.dist[repeats]} --check-max-len {params.dist[check_max_len]}"
-        " --threads {params.dist[threads_per_rank]} --out {output} > {log} 2>&1"
+        " --threads {params.dist[threads_per_rank]} --device {params.device} --out {output} > {log} 2>&1"
 
 
 rule project_latency:
