@@ -165,12 +165,15 @@ def decode_latency(decode: pd.DataFrame):
                       "ms per token (one layer)", ncols=2)
     axes[1].set_ylabel("cache bytes (one layer)")
     ok = decode[decode["status"] == "ok"] if not decode.empty else decode
-    for i, ((shape, variant), rows) in enumerate(ok.groupby(["shape", "variant"]) if not ok.empty else []):
+    colors, styles = {}, {}  # a colour per variant, a line style per layer shape
+    for (shape, variant), rows in ok.groupby(["shape", "variant"]) if not ok.empty else []:
         rows = rows.sort_values("context_len")
-        style = "o-" if i < 10 else "s--"  # matplotlib cycles 10 colours
+        style = dict(color=colors.setdefault(variant, f"C{len(colors)}"),
+                     **styles.setdefault(shape, [dict(marker="o", ls="-"), dict(marker="s", ls="--"),
+                                                 dict(marker="^", ls=":")][len(styles) % 3]))
         label = f"{variant} ({shape}: H={rows['heads'].iloc[0]}, D={rows['head_dim'].iloc[0]})"
-        axes[0].plot(rows["context_len"], rows["ms_per_token"], style, label=label)
-        axes[1].plot(rows["context_len"], rows["cache_bytes"], style, label=label)
+        axes[0].plot(rows["context_len"], rows["ms_per_token"], label=label, **style)
+        axes[1].plot(rows["context_len"], rows["cache_bytes"], label=label, **style)
     return _finish(fig, axes, ok.empty, "decoding benchmark")
 
 

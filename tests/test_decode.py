@@ -172,3 +172,34 @@ def test_attention_that_cannot_decode_says_so():
     model.set_attention(NoCache())
     with pytest.raises(ValueError, match="no cached decoding path"):
         model.generate(torch.tensor([[1, 2]]), 3)
+
+
+# --- the decoding benchmark (benchmarks/bench_decode.py) at toy sizes ----------------------------
+
+def test_decode_benchmark_rows_and_figure():
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from analysis.figures import decode_latency
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.bench_decode import layer_cells, model_throughput, summary
+
+    variants = [{"name": "longnet", "params": {"segment_lengths": [16, 32], "dilation_rates": [1, 2]}},
+                {"name": "vanilla", "params": {}}]
+    cells = layer_cells(variants, {"toy": {"heads": 2, "head_dim": 8}}, [64, 256, 1024], repeats=1,
+                        warmup=0, max_cache_bytes=100_000, progress=False)
+    longnet, vanilla = (cells[cells["variant"] == v].set_index("context_len") for v in ("longnet", "vanilla"))
+    assert (longnet["status"] == "ok").all() and longnet["cache_bytes"].nunique() == 1
+    assert longnet["cache_bytes"].iloc[0] == 2 * 2 * (16 + 16) * 8 * 4  # sum ceil(w/r) rows per head
+    assert vanilla.loc[64, "status"] == "ok" and vanilla.loc[1024, "status"] == "over_cap"
+    assert vanilla.loc[256, "cache_bytes"] > vanilla.loc[64, "cache_bytes"]
+    assert (cells.loc[cells["status"] == "ok", "ms_per_token"] > 0).all()
+    assert "toy: longnet" in summary(cells)
+    throughput = model_throughput(variants[:1], "tiny", 40, 3, {"n_layer": 1, "d_model": 16, "n_head": 2,
+                                                                 "d_ff": 32}, progress=False)
+    assert (throughput[["prefill_tokens_per_s", "decode_tokens_per_s"]] > 0).all(axis=None)
+    for table in (cells, pd.DataFrame()):  # drawn from a table and from nothing
+        assert decode_latency(table).axes
