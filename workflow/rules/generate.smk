@@ -4,20 +4,16 @@
 # latency and cache bytes of one layer, and whole-model prefill / decode throughput.
 
 
-def check_decode_benchmark():
-    """Every benchmarked variant: a registered name with params the registry accepts."""
-    import baselines
-    from snakemake.exceptions import WorkflowError
+# refused at load: a benchmarked variant the registry does not build at some configured shape
+import baselines
+from snakemake.exceptions import WorkflowError
 
-    for i, spec in enumerate(config["decode_benchmark"]["variants"]):
-        for shape in config["decode_benchmark"]["shapes"].values():
-            try:
-                baselines.build(spec["name"], num_heads=shape["heads"], **spec.get("params", {}))
-            except (TypeError, ValueError) as error:
-                raise WorkflowError(f"config key 'decode_benchmark.variants[{i}]': {error}") from None
-
-
-check_decode_benchmark()
+for _i, _spec in enumerate(config["decode_benchmark"]["variants"]):
+    for _shape in config["decode_benchmark"]["shapes"].values():
+        try:
+            baselines.build(_spec["name"], num_heads=_shape["heads"], **_spec.get("params", {}))
+        except (TypeError, ValueError) as error:
+            raise WorkflowError(f"config key 'decode_benchmark.variants[{_i}]': {error}") from None
 
 
 rule samples:
