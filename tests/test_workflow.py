@@ -61,8 +61,8 @@ def expected_jobs(config: dict) -> dict[str, int]:
                 profile=sum(v.get("profile", True) for v in config["variants"]),
                 attention_graph=len(config["variants"]),
                 sequence_parallel=len(config["distributed"]["world_sizes"]),
-                prepare_data=1, project_latency=1, tables=1, figures=1, provenance=1,
-                results_readme=1)
+                prepare_data=1, project_latency=1, aggregate=1, tables=1, figures=1,
+                provenance=1, results_readme=1)
 
 
 @pytest.mark.parametrize("name", ["default", "smoke", "paper"])
@@ -70,6 +70,8 @@ def test_dry_run_of_every_config(name, tmp_path):
     """Each configuration plans the jobs it implies; the plain command plans the default one."""
     config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     args = [] if name == "default" else ["--configfile", str(CONFIGS / f"{name}.yaml")]
+    if name == "paper":  # planned as a cluster submission (--jobs): its nodes bring tiktoken, GPUs
+        args += ["--jobs", "50"]
     run = snakemake("-n", *args, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     jobs = job_counts(run.stdout)
@@ -144,6 +146,7 @@ def smoke_run(tmp_path_factory):
                  root.glob("results/work/train/*/L*/state-*/checkpoint_last.pt")]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
+    assert first.poll() is not None  # no run is alive: only then is --unlock safe
     assert snakemake("--unlock", "--configfile", config, cwd=root).returncode == 0
     rerun = snakemake("--cores", "2", "--rerun-incomplete", "--configfile", config, cwd=root)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
@@ -277,3 +280,20 @@ def test_every_figure_is_drawn_from_empty_tables():
 
     figures = draw_figures({name: pd.DataFrame() for name in TABLES})
     assert sorted(figures) == sorted(FIGURES)
+
+
+def test_a_damaged_input_fails_the_aggregation_and_keeps_the_previous_tables(smoke_run):
+    """Last in this file (it leaves the run with a damaged input): a per-job CSV cut mid-row is
+    refused naming the file, and results/tables keeps every previous table."""
+    root, config, _ = smoke_run
+    tables = root / "results" / "tables"
+    before = {p.name: p.read_bytes() for p in tables.glob("*.csv")}
+    victim = next(root.glob("results/work/eval/*/L*/perplexity.csv"))
+    text = victim.read_text()
+    victim.write_text(text[:len(text) - 20])
+    run = snakemake("--cores", "2", "--configfile", config, cwd=root)
+    assert run.returncode != 0
+    assert str(victim.relative_to(root)) in (run.stdout + run.stderr
+                                              + (root / "results/logs/analysis/aggregate.log")
+                                              .read_text())
+    assert {p.name: p.read_bytes() for p in tables.glob("*.csv")} == before
