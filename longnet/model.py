@@ -185,7 +185,8 @@ class LanguageModel(nn.Module):
 
         temperature 0 is greedy (argmax); otherwise softmax(logits / temperature), restricted to
         the top_k most likely tokens when top_k is given. The prompt is one normal forward that
-        fills the caches (prefill); each new token is one cached decoding step.
+        fills the caches (prefill); each new token is one cached decoding step. Dropout stays as
+        the module's mode has it (the paper trains with 0; call eval() otherwise).
         """
         if tokens.dim() != 2 or tokens.shape[1] < 1:
             raise ValueError(f"generate: tokens must be (B, P) with P >= 1, got shape {tuple(tokens.shape)}")
