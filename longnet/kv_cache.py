@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .backends import merge_attention
 
 Reads = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
@@ -50,8 +49,11 @@ def softmax_rows(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scal
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)
-    safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-    probs = torch.exp(scores - safe[..., None])
+    if mask is not None:  # a head whose mask selects nothing: lse -inf, output 0
+        lse_safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+    else:
+        lse_safe = lse
+    probs = torch.exp(scores - lse_safe[..., None])
     return torch.einsum("bhl,bhld->bhd", probs, values.to(acc)), lse
 
 
@@ -182,16 +184,21 @@ class DilatedKVCache:
         _check_query(self, q)
         t = self.length - 1
         acc = _accumulation(q.dtype)
-        out = torch.zeros(self.batch, self.heads, self.head_dim, dtype=acc, device=q.device)
-        lse = torch.full((self.batch, self.heads), float("-inf"), dtype=acc, device=q.device)
-        for (w, r), keys, values in zip(self.branches, self.keys, self.values):
+        # per branch: (out, lse) of the heads that see t; -inf where a branch's offset misses a head
+        outs = torch.zeros(len(self.branches), self.batch, self.heads, self.head_dim, dtype=acc, device=q.device)
+        lses = torch.full(outs.shape[:-1], float("-inf"), dtype=acc, device=q.device)
+        for i, ((w, r), keys, values) in enumerate(zip(self.branches, self.keys, self.values)):
             a = t // w * w
             s, slots = (t - a) % r, (t - a) // r + 1
             if s >= self.heads:  # no head has this offset: the branch does not see token t
                 continue
-            o, l = softmax_rows(q[:, 0, s::r], keys[:, s::r, :slots], values[:, s::r, :slots], self.scale)
-            out[:, s::r], lse[:, s::r] = merge_attention(out[:, s::r], lse[:, s::r], o, l)
-        return out[:, None].to(q.dtype)
+            outs[i, :, s::r], lses[i, :, s::r] = softmax_rows(
+                q[:, 0, s::r], keys[:, s::r, :slots], values[:, s::r, :slots], self.scale)
+        # mix the branches by their softmax mass (a_i = exp(lse_i) / sum_j exp(lse_j)); a head no
+        # branch selects (only without an r = 1 branch) stays 0
+        lse = torch.logsumexp(lses, dim=0)
+        weights = torch.exp(lses - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)))
+        return (weights[..., None] * outs).sum(0)[:, None].to(q.dtype)
 
 
 __all__ = ["DilatedKVCache", "RowCache", "softmax_rows"]
