@@ -66,7 +66,7 @@ COLUMNS = {
     "max_ms": "slowest timed call",
     "repeats": "timed calls",
     "peak_mem_bytes": "peak memory (CPU: peak RSS of the cell's process; CUDA: peak allocated)",
-    "idle_mem_bytes": "memory of the cell's process before the inputs were made",
+    "idle_mem_bytes": "memory before the inputs were made, of the same kind as peak_mem_bytes (CPU: RSS of the cell's process; CUDA: device memory allocated)",
     "flops": "forward (or forward+backward) FLOPs of the call",
     "gflops_per_s": "flops / median time",
     "world_size": "ranks P the sequence was split over",

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_variants.py [--quick] [--lengths 4096 8192 ...] [--time-cap 300]
 
-fp32, H = 8, D = 64, batch 1, causal, on this machine's CPU (or --device cuda). Each cell runs in
+fp32 on the CPU, bf16 on --device cuda (--dtype, --modes fwd fwd+bwd), H = 8, D = 64, batch 1, causal. Each cell runs in
 its own process through `longnet.profiling.sweep` (timeouts and OOM are recorded, never fatal).
 For each variant the exponent of time vs N is fitted beside the exponent its own flops() predicts
 (`analysis.tables.fit_exponent`). Configurations:
@@ -44,8 +44,9 @@ SQRT_SCALED = {
 }
 
 
-def run(lengths, device: str, time_cap_s: float, repeats: int) -> pd.DataFrame:
-    common = dict(modes=["fwd"], dtype="float32", device=device, heads=8, head_dim=64,
+def run(lengths, device: str, time_cap_s: float, repeats: int, dtype: str = "float32",
+        modes=("fwd",)) -> pd.DataFrame:
+    common = dict(modes=list(modes), dtype=dtype, device=device, heads=8, head_dim=64,
                   repeats=repeats, time_cap_s=time_cap_s, progress=True)
     frames = []
     for label, (name, params) in FIXED.items():
@@ -73,12 +74,16 @@ def main(argv=None):
     parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS)
     parser.add_argument("--quick", action="store_true", help="N = 1K..4K, one repeat")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="default: bfloat16 on cuda (what the flash kernels take), float32 on cpu")
+    parser.add_argument("--modes", nargs="+", default=["fwd"], choices=["fwd", "fwd+bwd"])
     parser.add_argument("--time-cap", type=float, default=300.0, help="seconds per cell")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     lengths, repeats = ([1024, 2048, 4096], 1) if args.quick else (args.lengths, args.repeats)
-    cells = run(lengths, args.device, args.time_cap, repeats)
+    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    cells = run(lengths, args.device, args.time_cap, repeats, dtype, args.modes)
     fits = exponents(cells)
     write_csv(cells, args.out / "variants_forward.csv")
     write_csv(fits, args.out / "variants_exponents.csv")

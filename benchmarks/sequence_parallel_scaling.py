@@ -14,7 +14,18 @@ import sys
 
 import pandas as pd
 
-from longnet.cost_model import validate
+from longnet.cost_model import LINKS, validate
+
+
+def link_for(runs: pd.DataFrame, requested: str | None = None) -> str:
+    """The link the measured runs went over: the requested one, else gloo on this machine for CPU
+    ranks and NVLink for CUDA ranks (NCCL). Mixed devices cannot be validated against one link."""
+    devices = set(runs["device"].astype(str).str.split(":").str[0])
+    if len(devices) != 1:
+        raise ValueError(f"runs on several device types {sorted(devices)}: validate them separately")
+    if requested is not None:
+        return requested
+    return "nvlink" if devices == {"cuda"} else "gloo_loopback"
 
 
 def main(argv=None):
@@ -23,6 +34,9 @@ def main(argv=None):
     parser.add_argument("--tokens-per-rank", type=int, nargs="+", default=[8192, 16384])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default="results/work/sp_scaling")
+    parser.add_argument("--link", default=None, choices=sorted(LINKS),
+                        help="link the cost model is checked with (default: gloo_loopback for CPU "
+                             "runs, nvlink for CUDA runs)")
     parser.add_argument("extra", nargs=argparse.REMAINDER,
                         help="after --: more arguments for python -m longnet.sequence_parallel")
     args = parser.parse_args(argv)
@@ -45,7 +59,7 @@ def main(argv=None):
     base = table[table.world_size == 1].set_index("tokens_per_rank").median_ms
     table["vs_P1"] = table.median_ms / table.tokens_per_rank.map(base)
     print(table.to_string(index=False))
-    checked = validate(best, link="gloo_loopback", cores=os.cpu_count())
+    checked = validate(best, link=link_for(runs, args.link), cores=os.cpu_count())
     print(checked[["seq_len", "devices", "measured_ms", "projected_ms", "comm_ms",
                    "error"]].to_string(index=False))
 

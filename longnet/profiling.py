@@ -105,6 +105,14 @@ def build_variant(name: str, heads: int, params: dict):
     return baselines.build(name, num_heads=heads, **params)
 
 
+def idle_mem_bytes(device) -> int:
+    """Memory in use before a cell's inputs exist, of the same kind as its peak: device memory
+    allocated on CUDA (torch.cuda.max_memory_allocated is the peak), process RSS on the CPU."""
+    import torch
+    device = torch.device(device)
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else _rss_bytes()
+
+
 def run_cell(cell: Cell, on_ready=None) -> dict:
     """Measure one cell in this process; returns the measured columns (status 'ok' or 'oom').
 
@@ -125,8 +133,9 @@ def run_cell(cell: Cell, on_ready=None) -> dict:
     if cell.mode == "fwd+bwd":
         from longnet.flops import training_step_flops
         flops = training_step_flops(flops)
+    # idle and peak memory of the same kind: device memory allocated on CUDA, RSS on the CPU
     result = dict(flops=flops, backend=_backend_name(attn, cell.device, dtype, cell.head_dim),
-                  idle_mem_bytes=_rss_bytes())
+                  idle_mem_bytes=idle_mem_bytes(device))
     if on_ready:
         on_ready()
     try:

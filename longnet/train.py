@@ -43,6 +43,7 @@ from longnet.checkpoint import (CheckpointError, load_checkpoint, remove_checkpo
 from longnet.data import SPLITS, load_split, read_manifest
 from longnet.evaluate import sequence_loss
 from longnet.model import LanguageModel, ModelConfig
+from longnet.timing import matmul_peak_flops
 
 METRICS_COLUMNS = ("step", "tokens", "loss", "lr", "tokens_per_s", "wall_s", "mfu")
 CURVE_COLUMNS = ("step", "tokens", "train_flops", "val_loss")
@@ -164,22 +165,10 @@ def sample_batch(tokens: np.ndarray, n: int, seq_len: int, seed: int, step: int)
     return torch.from_numpy(tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64))
 
 
-def measure_matmul_flops(device: torch.device, dtype=torch.float32, n: int = 2048,
-                         seconds: float = 0.5) -> float:
-    """FLOP/s of an n x n x n matmul on this device: the peak MFU is measured against."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    a @ b
-    sync()
-    best = 0.0
-    began = time.perf_counter()
-    while time.perf_counter() - began < seconds:  # best of several: the machine may be shared
-        t0 = time.perf_counter()
-        a @ b
-        sync()
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
-    return best
+def measure_matmul_flops(device: torch.device, dtype=torch.float32, n: int = 2048) -> float:
+    """FLOP/s of n x n x n matmuls on this device, the peak MFU is measured against (several
+    matmuls between synchronisations: longnet.timing.matmul_peak_flops)."""
+    return matmul_peak_flops(device, dtype, n)
 
 
 def _write_csv(path: Path, columns, rows) -> None:

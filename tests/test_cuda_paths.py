@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 from datetime import timedelta
 
@@ -310,3 +309,38 @@ def test_xpos_has_no_host_sync_off_the_cpu():
     with pytest.raises(ValueError, match="XPos supports positions within"):  # on CPU it is still checked
         cpu_q = torch.zeros(1, 10**6, 1, 64)
         XPos(64, center=0)(cpu_q, cpu_q, torch.arange(10**6))
+
+
+# --- 8. numbers a GPU run would have got wrong -------------------------------------------------------
+
+def test_timer_runs_inner_calls_between_synchronisations(monkeypatch):
+    from longnet import timing
+    calls, syncs = [], []
+    monkeypatch.setattr(timing, "synchronize", lambda device: syncs.append(device))
+    stats = timing.time_ms(lambda: calls.append(1), "cpu", warmup=2, repeats=3, inner=4)
+    assert len(calls) == 2 + 3 * 4 and stats["repeats"] == 3 and stats["min_ms"] <= stats["median_ms"]
+    assert timing.matmul_peak_flops("cpu", n=64, inner=2, repeats=2) > 0
+    with pytest.raises(ValueError, match="inner >= 1"):
+        timing.time_ms(lambda: None, inner=0)
+
+
+def test_idle_memory_is_device_memory_on_cuda(monkeypatch):
+    from longnet import profiling
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 12345)
+    assert profiling.idle_mem_bytes("cuda:0") == 12345
+    assert profiling.idle_mem_bytes("cpu") > 1 << 20  # this process's RSS
+
+
+def test_scaling_benchmark_validates_with_the_link_it_ran_over():
+    import importlib.util
+    import pandas as pd
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sequence_parallel_scaling.py"
+    spec = importlib.util.spec_from_file_location("sequence_parallel_scaling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.link_for(pd.DataFrame({"device": ["cuda", "cuda"]})) == "nvlink"
+    assert module.link_for(pd.DataFrame({"device": ["cpu"]})) == "gloo_loopback"
+    assert module.link_for(pd.DataFrame({"device": ["cuda"]}), "infiniband") == "infiniband"
+    with pytest.raises(ValueError, match="several device types"):
+        module.link_for(pd.DataFrame({"device": ["cpu", "cuda"]}))

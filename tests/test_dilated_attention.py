@@ -221,7 +221,7 @@ def test_math_backend_agrees_with_torch_kernel():
     torch.testing.assert_close(a, b)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_gpu_backends_match_cpu(dtype):
     from longnet.backends import available_backends
