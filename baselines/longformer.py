@@ -1,6 +1,6 @@
 """Longformer-style attention (Beltagy et al. 2020): sliding window, per-head dilation, globals.
 
-Conventions (LONGNET_NOTES.md, section 6):
+Conventions (docs/definitions.md, section 2):
 - `window` counts ONE side, as allenai's code does (Hugging Face's attention_window counts both):
   query i sees keys i - m*d for m = 0..window (causal: window + 1 keys), and also i + m*d when
   not causal (2*window + 1 keys);

@@ -13,7 +13,7 @@ Merging pieces by log-sum-exp is one softmax over the multiset union of the key 
 sees: exactly a masked softmax when those sets are disjoint (the sparse baselines), and exactly
 LongNet's mixture of branches when a key is seen by several branches (it then counts once per
 branch, which is what eq. 10 of the paper computes). The gradient of that union is each piece's
-ordinary kernel backward run with the MERGED output and lse (LONGNET_NOTES.md, section 1).
+ordinary kernel backward run with the MERGED output and lse (docs/definitions.md, section 1).
 
 A piece may also say that its blocks form a `Lattice`: a strided view of the row space (LongNet's
 branches do). Its rows are then gathered by one strided copy and merged, scattered and accumulated

@@ -1,6 +1,6 @@
 """Dilated attention (LongNet, Ding et al. 2023), paper-exact, on any attention kernel.
 
-Definition (LONGNET_NOTES.md, section 1). q, k, v are (B, N, H, D). Each branch (w, r):
+Definition (docs/definitions.md, section 1). q, k, v are (B, N, H, D). Each branch (w, r):
 - w is clipped to N; segments [i*w, min((i+1)*w, N)), the last one possibly shorter;
 - head h uses offset s = h mod r and selects rows a+s, a+s+r, ... of the segment starting at a;
 - dense softmax attention among the selected rows (causal: a selected key at or before the query),
@@ -67,7 +67,7 @@ def validate_options(causal=True, scale=None, exact_grad=True, backend="auto") -
         raise ValueError(f"scale={scale!r} is invalid; allowed: a finite number > 0, or None for "
                          "1/sqrt(head_dim)")
     if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is invalid; allowed: auto, {', '.join(BACKENDS)}")
+        raise ValueError(f"backend must be one of {['auto', *BACKENDS]}, got {backend!r}")
 
 
 @dataclass(frozen=True)

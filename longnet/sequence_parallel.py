@@ -16,7 +16,7 @@ Per branch (w, r), with w clipped to N:
 All of it is one `longnet.block_sparse` plan (the core's engine) over the local query rows and a
 combined key space [local k | gathered k of each spanning branch], merged by log-sum-exp.
 Backward is exact: each kernel call's backward runs with the MERGED output and lse (the identity of
-LONGNET_NOTES.md section 1); key/value gradients of gathered rows go back to their owners by a
+docs/definitions.md, section 1); key/value gradients of gathered rows go back to their owners by a
 reduce-scatter over the block. With r growing like w, the sparsified rows per rank (L*H/r) times
 the block size (w/L) stay constant, so bytes per rank do not grow with N.
 
