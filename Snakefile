@@ -26,6 +26,7 @@ include: "workflow/rules/profile.smk"
 include: "workflow/rules/distributed.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/generate.smk"
+include: "workflow/rules/peers.smk"
 
 # light aggregation jobs run on the submitting machine, not as cluster jobs
 localrules: all, project_latency, aggregate, tables, figures, provenance, results_readme
