@@ -2,11 +2,14 @@
 
     python benchmarks/bench_decode.py [--quick] [--context-lens 1024 ... 1048576] [--out results/tables]
 
-Per-layer step: one attention layer's cache (the variant's `new_cache`, longnet.kv_cache) holds a
-context of N - 1 tokens; the timed step is the real decode step of token N: `append` of its key
-and value, then `attend` of its query (B = 1, fp32, the given heads and head dim). The context
-is filled by `append` of random keys in chunks (the cache state a prefill leaves, without
-running N decode steps); a cache that outgrows --max-cache-bytes while filling is recorded as
+Per-layer step: one attention layer's cache (the variant's `new_cache`, longnet.kv_cache) is
+filled with the context, and the timed steps are the real decode steps of the last tokens up to
+position N - 1: `append` of a token's key and value, then `attend` of its query (B = 1, fp32, the
+given heads and head dim). Ending at N - 1 matters for LongNet: a token at the start of a segment
+reads one row per branch, the last token of a segment every row of its lattice, so at N a multiple
+of the widest segment the timed steps are LongNet's most expensive ones. The context is filled by
+`append` of random keys in chunks (the cache state a prefill leaves, without running N decode
+steps); a cache that outgrows --max-cache-bytes while filling is recorded as
 `over_cap` and not timed. cache_bytes is what the cache holds (`cache.nbytes`) at that context.
 
 Model throughput: a whole LanguageModel (the given size) per variant: prefill tokens/s (the
@@ -80,7 +83,8 @@ def layer_cells(variants, shapes, context_lens, repeats: int = 5, warmup: int = 
         for spec in variants:
             attn = baselines.build(spec["name"], num_heads=dims["heads"], **spec.get("params", {}))
             for n in context_lens:
-                cache = filled_cache(attn, dims["head_dim"], n - 1, max_cache_bytes)
+                # the warm-up and timed steps are positions n - warmup - repeats .. n - 1
+                cache = filled_cache(attn, dims["head_dim"], max(0, n - warmup - repeats), max_cache_bytes)
                 row = dict(variant=spec.get("id", spec["name"]), shape=shape, **dims, context_len=n)
                 if cache is None:
                     row.update(ms_per_token=math.nan, ms_per_token_min=math.nan, cache_bytes=math.nan,
