@@ -56,7 +56,8 @@ def save_checkpoint(state: dict, path) -> None:
 def damaged(path, problem: str) -> CheckpointError:
     path = Path(path)
     return CheckpointError(f"checkpoint {path} is damaged: {problem}; delete {path} and "
-                           f"{sidecar_path(path).name} and rerun (training redoes it)")
+                           f"{sidecar_path(path).name} and rerun (the job that wrote it writes it "
+                           "again)")
 
 
 def verify_checkpoint(path) -> None:

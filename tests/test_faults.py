@@ -90,6 +90,7 @@ BROKEN = [
     ({"variants": []}, "variants", "empty"),
     ({"evaluation.eval_lens": [32, 2048]}, "evaluation.eval_lens", "max_tokens"),
     ({"evaluation.eval_lens": []}, "evaluation.eval_lens", "empty"),
+    ({"evaluation.passkey.context_lens": [8]}, "evaluation.passkey.context_lens", "too short"),
     ({"evaluation.passkey.depths": [1.5]}, "evaluation.passkey.depths[0]", "maximum"),
     ({"evaluation.context_window.n_final": 0}, "evaluation.context_window.n_final", "minimum"),
     ({"profile.modes": ["backward"]}, "profile.modes[0]", "fwd"),

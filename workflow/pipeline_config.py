@@ -248,6 +248,14 @@ def check_evaluation(config) -> None:
             raise ConfigError("evaluation.eval_lens", f"{n} is longer than evaluation.max_tokens "
                               f"({evaluation['max_tokens']}): not one window would be scored",
                               f"lengths <= {evaluation['max_tokens']}")
+    if config["data"]["tokenizer"] == "byte":  # cl100k_base: checked by the job (needs tiktoken)
+        from longnet.data import ByteTokenizer
+        from longnet.evaluate import passkey_prompt
+        for n in evaluation["passkey"]["context_lens"]:
+            try:
+                passkey_prompt(ByteTokenizer(), n, 0.5, "12345")  # keys have 5 digits
+            except ValueError as error:
+                raise ConfigError("evaluation.passkey.context_lens", str(error)) from None
 
 
 def tokens_needed(config) -> dict[str, int]:
