@@ -20,6 +20,8 @@ Sections (each row: section, case, status ok / FAIL / skip / not run, the number
              one causal block of the same length and a timed bf16 matmul peak
  7 train     20 steps of the tiny LM in bf16: loss finite and falling, MFU below 1
  8 nccl      sequence parallelism over NCCL through torchrun with 2 GPUs ("not run: 1 GPU" else)
+ 9 decode    per-token decode latency and cache bytes of longnet and vanilla (H = 12, D = 64) at
+             64K and 1M tokens of context
 
 Writes gpu_check.csv and gpu_check.json (rows + provenance) under --out/<device name>/.
 """
@@ -307,6 +309,30 @@ def check_latency(report, device, lengths, dtype, repeats, standins=False):
                     torch.cuda.empty_cache()
 
 
+def check_decode(report, device, context_lens, dtype):
+    """Per-token decode latency and cache bytes (one layer, B = 1, H = 12, D = 64): the cache is
+    filled with random rows, then one real step (append + attend) is timed, synchronised."""
+    heads, head_dim = 12, 64
+    for name in ("longnet", "vanilla"):
+        attn = baselines.build(name, num_heads=heads)
+        for n in context_lens:
+            case = f"{name} context={n}"
+            with report.section("decode", case):
+                cache = attn.new_cache(1, head_dim, dtype=dtype, device=device)
+                chunk = torch.randn(2, 1, min(n, 65_536), heads, head_dim, device=device, dtype=dtype)
+                while cache.length < n - 8:
+                    m = min(chunk.shape[2], n - 8 - cache.length)
+                    cache.append(chunk[0, :, :m], chunk[1, :, :m])
+                q, k, v = torch.randn(3, 1, 1, heads, head_dim, device=device, dtype=dtype).unbind(0)
+
+                def step():
+                    cache.append(k, v)
+                    cache.attend(q)
+                stats = time_ms(step, device, warmup=2, repeats=5)
+                report.add("decode", case, "ok", ms=stats["median_ms"], cache_mb=cache.nbytes / 2**20)
+                del cache, chunk
+
+
 # 7 ------------------------------------------------------------------------------------------------
 
 def check_training(report, device, steps=20):
@@ -371,7 +397,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "gpu")
     parser.add_argument("--sections", nargs="+", default=["env", "kernels", "grid", "dilated", "baselines",
-                                                           "latency", "train", "nccl"])
+                                                           "latency", "train", "nccl", "decode"])
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.standins and device.type != "cpu":
@@ -398,6 +424,8 @@ def main(argv=None) -> int:
                                              repeats=1 if args.quick else 3, standins=args.standins),
             "train": lambda: check_training(report, device, steps=4 if args.quick else 20),
             "nccl": lambda: check_nccl(report, device, args.quick),
+            "decode": lambda: check_decode(report, device, [4096] if args.quick else [65_536, 1_048_576],
+                                           torch.float32 if device.type == "cpu" else torch.bfloat16),
         }
         for name in args.sections:
             started = time.perf_counter()

@@ -27,6 +27,6 @@ def test_gpu_check_quick_runs_on_cpu_with_standins(tmp_path):
     (result,) = tmp_path.glob("*/gpu_check.json")
     rows = json.loads(result.read_text())["rows"]
     sections = {row["section"] for row in rows}
-    assert sections == {"env", "kernels", "grid", "dilated", "baselines", "latency", "train", "nccl"}
+    assert sections == {"env", "kernels", "grid", "dilated", "baselines", "latency", "train", "nccl", "decode"}
     kernels = {row["case"].split()[0] for row in rows if row["section"] == "kernels"}
     assert {"flash_attn", "torch_flash", "xformers", "torch_efficient"} <= kernels
