@@ -330,7 +330,7 @@ def check_decode(report, device, context_lens, dtype):
                     cache.attend(q)
                 stats = time_ms(step, device, warmup=2, repeats=5)
                 report.add("decode", case, "ok", ms=stats["median_ms"], cache_mb=cache.nbytes / 2**20)
-                del cache, chunk
+
 
 
 # 7 ------------------------------------------------------------------------------------------------
