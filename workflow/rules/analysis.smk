@@ -11,6 +11,9 @@ rule attention_graph:
         spec=lambda w: VARIANTS[w.variant],
         graph=config["attention_graph"],
         modules=config["extra_modules"],
+    threads: job_threads("attention_graph")
+    resources:
+        **job_resources("attention_graph"),
     log:
         f"{LOGS}/attention_graph/{{variant}}.log",
     conda:

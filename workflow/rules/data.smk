@@ -7,6 +7,9 @@ rule prepare_data:
         manifest=f"{WORK}/data/manifest.json",
     params:
         data=config["data"],
+    threads: job_threads("prepare_data")
+    resources:
+        **job_resources("prepare_data"),
     log:
         f"{LOGS}/prepare_data.log",
     conda:

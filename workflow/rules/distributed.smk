@@ -14,9 +14,9 @@ rule sequence_parallel:
         dilations=" ".join(map(str, config["distributed"]["dilation_rates"])),
         dist=config["distributed"],
         device=DEVICE,
-    threads: ALL_CORES  # alone on the machine: per-rank timings are not shared
+    threads: job_threads("sequence_parallel")  # local: alone, so per-rank timings are not shared
     resources:
-        gpu=lambda w: gpus(int(w.world_size)),
+        **job_resources("sequence_parallel"),
     log:
         f"{LOGS}/distributed/P{{world_size}}.log",
     conda:

@@ -17,9 +17,9 @@ rule evaluate:
         device=DEVICE,
         seed=config["seed"],
         modules=config["extra_modules"],
-    threads: config["training"]["threads"]
+    threads: job_threads("evaluate")
     resources:
-        gpu=gpus(1),
+        **job_resources("evaluate"),
     log:
         f"{LOGS}/evaluate/{{variant}}_L{{train_len}}.log",
     conda:

@@ -28,9 +28,9 @@ rule samples:
         device=DEVICE,
         seed=config["seed"],
         modules=config["extra_modules"],
-    threads: config["training"]["threads"]
+    threads: job_threads("samples")
     resources:
-        gpu=gpus(1),
+        **job_resources("samples"),
     log:
         f"{LOGS}/samples/{{variant}}_L{{train_len}}.log",
     conda:
@@ -50,7 +50,9 @@ rule decode_benchmark:
         model_overrides=config["training"].get("model_overrides", {}),
         config=config,
         modules=config["extra_modules"],
-    threads: config["decode_benchmark"].get("threads") or ALL_CORES
+    threads: job_threads("decode_benchmark")
+    resources:
+        **job_resources("decode_benchmark"),
     log:
         f"{LOGS}/decode_benchmark.log",
     conda:

@@ -12,7 +12,11 @@ if any(importlib.util.find_spec(name) for name in ("dilated_attention_pytorch", 
     rule peers:
         output:
             f"{TABLE_DIR}/peers.csv",
+        params:
+            python=PYTHON,
         log:
             f"{LOGS}/peers.log",
+        conda:
+            ENV
         shell:
-            "{PYTHON} benchmarks/peers.py --out {output} > {log} 2>&1"
+            "{params.python} benchmarks/peers.py --out {output} > {log} 2>&1"

@@ -12,9 +12,9 @@ rule profile:
         profile=config["profile"],
         device=DEVICE,
         modules=config["extra_modules"],
-    threads: config["profile"]["threads"] or ALL_CORES
+    threads: job_threads("profile")
     resources:
-        gpu=gpus(1),
+        **job_resources("profile"),
     log:
         f"{LOGS}/profile/{{variant}}.log",
     conda:

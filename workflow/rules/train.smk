@@ -21,9 +21,9 @@ rule train:
         modules=as_arg(config["extra_modules"]),
         threads=config["training"]["threads"],
         script=f"{workflow.basedir}/workflow/scripts/train_model.py",
-    threads: config["training"]["nproc"] * config["training"]["threads"]
+    threads: job_threads("train")  # torchrun's nproc x threads
     resources:
-        gpu=gpus(config["training"]["nproc"]),
+        **job_resources("train"),
     log:
         f"{LOGS}/train/{{variant}}_L{{train_len}}.log",
     conda:

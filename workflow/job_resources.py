@@ -1,0 +1,172 @@
+"""What each job asks a scheduler for, derived from what the job will do.
+
+Every rule's threads, memory (mem_mb), wall time (runtime, minutes) and GPUs (gpu) come from the
+configuration: model size, sequence lengths, tokens, steps, world size, device. The estimates are
+deliberately generous upper bounds (a job refused for asking too much is visible at submission; a
+job killed for asking too little is not, until it dies); they are first-order models, not
+measurements:
+
+- host memory of a process: BASE_MB (interpreter, torch, CUDA context) plus, for training, 16 bytes a
+  parameter (fp32 weights, gradients, two Adam moments) and the activations of one micro-batch
+  (ACT_BYTES bytes per token, per layer, per model dimension); for evaluation and generation, the
+  weights plus the activations of the longest evaluated sequence; for the attention benchmarks,
+  q/k/v/output and their gradients at the largest length; on cuda those live on the GPU and the
+  host holds 2 x BASE_MB plus a copy of the weights. A torchrun job holds `nproc` processes.
+- wall time: the job's FLOPs (6 x parameters x tokens to train, 2 x to evaluate) at EFFICIENCY of
+  the device's nominal speed (training.peak_flops, else NOMINAL_FLOPS), plus START_MIN, times
+  RUNTIME_MARGIN; benchmark sweeps: cells x the per-cell time cap.
+- threads: what the job's processes start (nproc x threads for training, P x threads_per_rank for
+  sequence_parallel on a cluster); jobs that want a machine to themselves (sequence_parallel in a
+  local run, profile and decode benchmarks with `threads: null`) get every core in a local run and
+  SWEEP_THREADS on a cluster.
+- GPUs: only when the configuration's device is cuda: nproc for training, P for
+  sequence_parallel, one for the other GPU jobs, none for CPU-only jobs.
+
+The one place a site scales or caps all of it: workflow/site_resources.yaml (or the file given by
+`--config site_resources=PATH`): multiply memory and time, and cap memory, time, threads and GPUs
+per job at what the site's nodes and partitions grant. `resources_for` applies it last.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+
+BASE_MB = 1500           # one Python process with torch imported (CUDA context included)
+ACT_BYTES = 64           # bytes of training activations per token, layer and model dimension (fp32, generous)
+EFFICIENCY = 0.2         # fraction of the nominal FLOP/s a job reaches
+NOMINAL_FLOPS = {"cpu": 5e10, "cuda": 1e14}
+START_MIN = 5            # minutes to start a job: scheduling, imports, reading the corpus
+RUNTIME_MARGIN = 3       # a job may run this many times its estimate before SLURM stops it
+SWEEP_THREADS = 8        # cores for a benchmark job that wants a node to itself, on a cluster
+SITE_KEYS = {"mem_scale": 1.0, "runtime_scale": 1.0, "max_mem_mb": None, "max_runtime": None,
+             "max_threads": None, "max_gpus": None}
+DEFAULT_SITE_FILE = Path(__file__).resolve().parent / "site_resources.yaml"
+
+
+def read_site(path=None) -> dict:
+    """The site's scales and caps (SITE_KEYS), from `path` or workflow/site_resources.yaml."""
+    path = Path(path) if path else DEFAULT_SITE_FILE
+    if not path.exists():
+        raise ValueError(f"site_resources: {path} does not exist")
+    values = yaml.safe_load(path.read_text()) or {}
+    unknown = set(values) - set(SITE_KEYS)
+    if unknown:
+        raise ValueError(f"site_resources ({path}): unknown keys {sorted(unknown)}; allowed: {sorted(SITE_KEYS)}")
+    site = {**SITE_KEYS, **values}
+    for key, value in site.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ValueError(f"site_resources ({path}): {key} must be a positive number or null, got {value!r}")
+    return site
+
+
+def model_shape(config) -> dict:
+    """n_layer, d_model, vocab of the configured model (named size plus overrides)."""
+    from longnet.model import SIZES
+    training = config["training"]
+    shape = {**SIZES[training["model"]], **training.get("model_overrides", {})}
+    vocab = 256 if config["data"].get("tokenizer", "byte") == "byte" else 100_277
+    return {"n_layer": shape["n_layer"], "d_model": shape["d_model"], "d_ff": shape["d_ff"], "vocab": vocab}
+
+
+def parameters(config) -> int:
+    m = model_shape(config)
+    return m["n_layer"] * (4 * m["d_model"] ** 2 + 2 * m["d_model"] * m["d_ff"]) + m["vocab"] * m["d_model"]
+
+
+def _minutes(flops: float, config, device: str, processes: int = 1) -> float:
+    speed = config["training"].get("peak_flops") if device == "cpu" else None
+    speed = (speed or NOMINAL_FLOPS[device]) * EFFICIENCY * processes
+    return START_MIN + flops / speed / 60
+
+
+def _process_mb(config, tokens_in_flight: int, training: bool, device: str) -> float:
+    """Host memory of one process. On cuda, weights, activations and logits live on the GPU; the
+    host holds a copy of the state at checkpoints."""
+    m = model_shape(config)
+    weights = parameters(config) * (16 if training else 4)
+    if device == "cuda":
+        return 2 * BASE_MB + weights / 2 ** 20
+    activations = tokens_in_flight * m["n_layer"] * m["d_model"] * ACT_BYTES
+    logits = tokens_in_flight * m["vocab"] * 4 * (3 if training else 1)
+    return BASE_MB + (weights + activations + logits) / 2 ** 20
+
+
+def estimate(rule: str, config, device: str, local: bool, world_size: int | None = None,
+             train_len: int | None = None) -> dict:
+    """threads, mem_mb, runtime (minutes), gpu for one job of `rule`, before the site's scaling."""
+    cuda = device == "cuda"
+    training = config["training"]
+    nproc, threads = training["nproc"], training["threads"]
+    alone = 1024 if local else SWEEP_THREADS  # 1024: Snakemake caps it at --cores (every core)
+    if rule == "train":
+        seq = train_len or max(max(v["train_lens"]) for v in config["variants"])
+        per_rank = max(1, training["tokens_per_step"] // nproc)
+        micro = min(per_rank, max(seq, training.get("micro_batch_tokens", 8192) // seq * seq))
+        tokens = training["steps"] * training["tokens_per_step"]
+        evals = training["steps"] // training["eval_every"] * training["eval_tokens"]
+        flops = 6 * parameters(config) * tokens + 2 * parameters(config) * evals
+        return {"threads": nproc * threads, "mem_mb": nproc * _process_mb(config, micro, True, device),
+                "runtime": _minutes(flops, config, device, nproc), "gpu": nproc if cuda else 0}
+    if rule in ("evaluate", "samples"):
+        ev = config["evaluation"]
+        longest = max(ev["eval_lens"] + ev["passkey"]["context_lens"])
+        tokens = ev["max_tokens"] * len(ev["eval_lens"]) + ev["passkey"]["trials"] * sum(ev["passkey"]["context_lens"]) \
+            * len(ev["passkey"]["depths"]) + ev["context_window"]["n_windows"] * max(ev["context_window"]["prompt_lens"] + [longest])
+        return {"threads": threads, "mem_mb": _process_mb(config, longest, False, device),
+                "runtime": _minutes(2 * parameters(config) * tokens, config, device), "gpu": 1 if cuda else 0}
+    if rule == "profile":
+        p = config["profile"]
+        n = max(p["seq_lens"])
+        batch = max(1, (p["total_tokens"] or n) // n)
+        tensors = (8 if "fwd+bwd" in p["modes"] else 4) * batch * n * p["heads"] * p["head_dim"] * 4  # q, k, v, out (+ gradients)
+        cells = len(p["seq_lens"]) * len(p["modes"])  # each cell stops at time_cap_s
+        host = 2 * BASE_MB if cuda else BASE_MB + 2 * tensors / 2 ** 20
+        return {"threads": p["threads"] or alone, "mem_mb": host,
+                "runtime": START_MIN + cells * p["time_cap_s"] / 60, "gpu": 1 if cuda else 0}
+    if rule == "sequence_parallel":
+        d = config["distributed"]
+        p = world_size or max(d["world_sizes"])
+        n = max(d.get("seq_lens") or [t * p for t in d["tokens_per_rank"]])
+        tensors = 8 * n * d["heads"] * d["head_dim"] * 4
+        check = 8 * min(n, d["check_max_len"]) * d["heads"] * d["head_dim"] * 4
+        host = 2 * BASE_MB if cuda else BASE_MB + 2 * (tensors / p + check) / 2 ** 20
+        return {"threads": alone if local else p * d["threads_per_rank"], "mem_mb": p * host,
+                "runtime": START_MIN + 10, "gpu": p if cuda else 0}
+    if rule == "decode_benchmark":
+        b = config["decode_benchmark"]
+        return {"threads": b.get("threads") or alone, "mem_mb": BASE_MB + (b.get("max_cache_bytes") or 2 ** 30) / 2 ** 20,
+                "runtime": START_MIN + 30, "gpu": 0}
+    if rule == "prepare_data":
+        raw = config["data"].get("max_bytes") or 2 ** 30
+        # token arrays, their concatenation and the bytes written: about 6 bytes per byte of text;
+        # tokenizing at 60 MB a minute or more
+        return {"threads": 1, "mem_mb": BASE_MB + 6 * raw / 2 ** 20, "runtime": START_MIN + raw / 2 ** 20 / 60, "gpu": 0}
+    # attention_graph, the aggregations: small CPU jobs
+    return {"threads": 1, "mem_mb": 2 * BASE_MB, "runtime": START_MIN + 10, "gpu": 0}
+
+
+def resources_for(rule: str, config, device: str, local: bool, site: dict, **job) -> dict:
+    """estimate() with the margin, the site's scales and caps applied, rounded for sbatch."""
+    est = estimate(rule, config, device, local, **job)
+    mem = est["mem_mb"] * site["mem_scale"]
+    runtime = est["runtime"] * RUNTIME_MARGIN * site["runtime_scale"]
+    threads, gpu = est["threads"], est["gpu"]
+    if site["max_mem_mb"]:
+        mem = min(mem, site["max_mem_mb"])
+    if site["max_runtime"]:
+        runtime = min(runtime, site["max_runtime"])
+    launched = rule in ("train", "sequence_parallel")  # torchrun starts exactly what it asked for
+    for key, value in (("max_threads", threads), ("max_gpus", gpu)):
+        cap = site[key]
+        if cap and value > cap and launched:
+            raise ValueError(f"site_resources.{key}={cap:g}, but a {rule} job starts {value} "
+                             f"({'threads' if key == 'max_threads' else 'GPUs'}); lower training.nproc / "
+                             "training.threads or distributed.world_sizes / threads_per_rank")
+    if site["max_threads"] and not (local and threads == 1024):
+        threads = min(threads, int(site["max_threads"]))
+    if site["max_gpus"]:
+        gpu = min(gpu, int(site["max_gpus"]))
+    return {"threads": int(threads), "mem_mb": int(math.ceil(mem / 100) * 100),
+            "runtime": int(math.ceil(runtime)), "gpu": int(gpu)}
