@@ -29,6 +29,7 @@ stand-ins that enforce them in the tests: docs/kernels.md and longnet/cuda_stand
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import math
@@ -52,6 +53,7 @@ def default_scale(head_dim: int, scale: float | None) -> float:
 CUDA_MAX_GRID_BATCH = 65_535
 
 _UNTRIED = object()
+_UNUSED_PHILOX = torch.empty((), dtype=torch.int64)
 
 
 class Backend:
@@ -117,10 +119,12 @@ class TorchCPU(Backend):
             dout.contiguous(), q, k, v, out, lse, 0.0, causal, scale=scale)
 
 
+@functools.lru_cache(maxsize=None)
 def _no_dropout_rng_state(device):
     """The (rng_state, unused) pair torch's CUDA flash forward returns when dropout_p == 0
     (flash_api.cpp mha_fwd: uint64 tensors of shapes (2,) and (), never read by mha_bwd unless
-    p_dropout > 0). The backward takes them in its philox_seed / philox_offset slots."""
+    p_dropout > 0). The backward takes them in its philox_seed / philox_offset slots; made once
+    per device, not on every backward call."""
     return (torch.empty(2, dtype=torch.uint64, device=device),
             torch.empty((), dtype=torch.uint64, device=device))
 
@@ -176,7 +180,7 @@ class TorchEfficient(Backend):
         lse = torch.nn.functional.pad(lse, (0, pad)).contiguous()
         # philox seed / offset: the empty int64 scalars the forward returns without dropout
         # (attention.cu, _efficient_attention_forward); read only when dropout_p > 0
-        seed = offset = torch.empty((), dtype=torch.int64)
+        seed = offset = _UNUSED_PHILOX
         dq, dk, dv, _ = _aten._scaled_dot_product_efficient_attention_backward(
             dout.contiguous(), q, k, v, None, out, lse, seed, offset, 0.0, [True, True, True, False], causal,
             scale=scale)

@@ -177,8 +177,8 @@ class Plan:
     def __post_init__(self):
         prepared = []
         for piece in self.pieces:
-            pad = piece.q_rows == PAD
-            has_pad = not piece.from_rows_of_lattice and bool(pad.any())  # a lattice has no PAD
+            pad = None if piece.from_rows_of_lattice else piece.q_rows == PAD  # a lattice has no PAD
+            has_pad = pad is not None and bool(pad.any())
             gather = torch.where(pad, 0, piece.q_rows) if has_pad else piece.q_rows
             scatter = torch.where(pad, self.rows_q, piece.q_rows) if has_pad else piece.q_rows
             keys = gather if piece.k_rows is None else piece.k_rows.contiguous()

@@ -78,8 +78,8 @@ def _attend(q, k, v, scale, causal=False, window=(-1, -1)):
 
 def _grads(dout, q, k, v, out, lse, scale, causal):
     """The softmax backward with the GIVEN out and lse (what every real kernel computes: it never
-    recomputes its own lse): P = exp(S - lse), dS = P * (dout v^T - rowsum(dout * out))."""
-    return backends.Math().backward(dout, q, k, v, out, lse, causal, scale)
+    recomputes its own lse): the math backend's."""
+    return backends.BACKENDS["math"].backward(dout, q, k, v, out, lse, causal, scale)
 
 
 def _bshd_like(x: torch.Tensor) -> torch.Tensor:
@@ -161,6 +161,10 @@ def sdpa_efficient_forward(query, key, value, attn_bias, compute_log_sumexp, dro
     log_sumexp is (B, H, ceil(L / 32) * 32) float32 (kAlignLSE = 32); the stand-in fills the
     padding with NaN (the kernel leaves it unwritten), so a caller that reads it shows up."""
     calls["_scaled_dot_product_efficient_attention"] += 1
+    return _efficient_forward(query, key, value, attn_bias, compute_log_sumexp, dropout_p, is_causal, scale)
+
+
+def _efficient_forward(query, key, value, attn_bias, compute_log_sumexp, dropout_p, is_causal, scale):
     _efficient_checks(query, key, value)
     _require(attn_bias is None and dropout_p == 0.0, "the suite's stand-in models no bias, no dropout", MEM_EFF)
     out, lse = _attend(query, key, value, _scale(query, scale), is_causal)
@@ -263,9 +267,8 @@ def memory_efficient_attention_forward_requires_grad(query, key, value, attn_bia
     """-> (out (B, M, H, K), lse (B, H, ceil(M / 32) * 32) f32): the cutlass op's lse, padded."""
     calls["memory_efficient_attention_forward_requires_grad"] += 1
     causal = _xformers_inputs(query, key, value, attn_bias, p)
-    out, lse, _, _ = sdpa_efficient_forward(*(x.transpose(1, 2) for x in (query, key, value)), None, True, 0.0,
-                                            causal, scale=scale)
-    calls["_scaled_dot_product_efficient_attention"] -= 1  # counted as xformers', not torch's
+    out, lse, _, _ = _efficient_forward(*(x.transpose(1, 2) for x in (query, key, value)), None, True, 0.0,
+                                        causal, scale)
     return out.transpose(1, 2).contiguous().to(output_dtype or query.dtype), lse
 
 

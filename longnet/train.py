@@ -165,12 +165,6 @@ def sample_batch(tokens: np.ndarray, n: int, seq_len: int, seed: int, step: int)
     return torch.from_numpy(tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64))
 
 
-def measure_matmul_flops(device: torch.device, dtype=torch.float32, n: int = 2048) -> float:
-    """FLOP/s of n x n x n matmuls on this device, the peak MFU is measured against (several
-    matmuls between synchronisations: longnet.timing.matmul_peak_flops)."""
-    return matmul_peak_flops(device, dtype, n)
-
-
 def _write_csv(path: Path, columns, rows) -> None:
     """Write all rows (dicts) atomically; the files are small, so rewriting is simplest."""
     buf = io.StringIO()
@@ -292,7 +286,7 @@ def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
     flops_per_token = model.training_flops_per_token(tc.seq_len)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
-    peak = tc.peak_flops or measure_matmul_flops(
+    peak = tc.peak_flops or matmul_peak_flops(
         device, torch.bfloat16 if device.type == "cuda" else torch.float32)
 
     def checkpoint(path: Path, with_optimizer: bool) -> None:

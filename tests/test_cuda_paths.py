@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 
 import baselines
 from dilated_reference import reference_dilated_attention
+from test_baselines import masked_reference
 import longnet.cuda_standins as kernels
 from longnet import backends, dilated_attention
 from longnet.block_sparse import Plan, Piece, block_sparse_attention
@@ -142,26 +143,18 @@ def test_head_dim_not_a_multiple_of_8_falls_back(standins):
 
 # --- 3. every baseline on every CUDA backend ------------------------------------------------------
 
-def _masked_reference(q, k, v, mask):
-    scores = torch.einsum("bihd,bjhd->bhij", q, k) / q.shape[-1] ** 0.5
-    return torch.einsum("bhij,bjhd->bihd", scores.masked_fill(~mask, float("-inf")).softmax(-1), v)
-
-
 @pytest.mark.parametrize("name", baselines.available())
 @pytest.mark.parametrize("backend", ["torch_flash", "xformers"])
 def test_every_baseline_on_cuda_backends(standins, name, backend):
-    attn = baselines.build(name, num_heads=4, **({"backend": backend} if "backend" in baselines.param_defaults(name)
-                                                 else {}))
     small = baselines._variant_class(name).small_params
-    if small:
-        attn = baselines.build(name, num_heads=4, **small[0], **({"backend": backend} if "backend" in
-                                                                   baselines.param_defaults(name) else {}))
+    kernel = {"backend": backend} if "backend" in baselines.param_defaults(name) else {}
+    attn = baselines.build(name, num_heads=4, **(small[0] if small else {}), **kernel)
     torch.manual_seed(1)
     q, k, v = (torch.randn(2, 45, 4, 16, dtype=torch.float64) for _ in range(3))
     out = attn(*(x.to(torch.bfloat16) for x in (q, k, v)), causal=True)
     mask = attn.mask(45, causal=True)
     if mask is not None:
-        want = _masked_reference(q, k, v, mask)
+        want = masked_reference(q, k, v, mask)
         math_attn = baselines.build(name, num_heads=4, **{**attn.params, **({"backend": "math"} if "backend"
                                                                              in attn.params else {})})
         math_err = (math_attn(*(x.to(torch.bfloat16) for x in (q, k, v))).double() - want).abs().max()
