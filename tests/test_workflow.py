@@ -15,6 +15,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "workflow" / "configs"
+SMOKE = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+RESULTS, WORK = SMOKE["results_dir"], SMOKE["work_dir"]  # the smoke run's own directories
 
 
 def snakemake(*args, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
@@ -28,7 +30,7 @@ DELETE = object()
 
 def smoke_config(path: Path, changes: dict) -> Path:
     """The smoke config with dotted keys ("variants.2.params.dilation_rates") set or deleted."""
-    config = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    config = yaml.safe_load(yaml.safe_dump(SMOKE))  # a deep copy
     for key, value in changes.items():
         *parents, last = key.split(".")
         target = config
@@ -79,6 +81,18 @@ def test_dry_run_of_every_config(name, tmp_path):
         assert jobs[rule] == count, rule
 
 
+@pytest.mark.parametrize("name", ["smoke", "paper"])
+def test_other_configs_never_write_into_the_committed_reference_run(name):
+    """Only the default configuration writes results/ (committed); every other one has its own
+    results and work directories outside it, ignored by git."""
+    default = yaml.safe_load((CONFIGS / "default.yaml").read_text())
+    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    reference = (REPO / default["results_dir"]).resolve()
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    for key in ("results_dir", "work_dir"):
+        path = (REPO / config[key]).resolve()
+        assert path != reference and reference not in path.parents, (key, path)
+        assert Path(config[key]).parts[0] + "/" in ignored, f"{config[key]} is not git-ignored"
 
 
 @pytest.mark.parametrize("changes, expected", [
@@ -106,18 +120,17 @@ def test_adding_a_variant_module_grows_the_dag(tmp_path):
         "class MyAttention(Vanilla):\n"
         "    '''Vanilla attention under another name: a stand-in for a user's variant.'''\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    smoke = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
     grown = smoke_config(tmp_path / "grown.yaml", {
         "extra_modules": ["my_attention"],
-        "variants": smoke["variants"] + [dict(name="my_attention", train_lens=[32])]})
+        "variants": SMOKE["variants"] + [dict(name="my_attention", train_lens=[32])]})
     run = snakemake("-n", "--configfile", str(grown), cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
-    jobs, before = job_counts(run.stdout), expected_jobs(smoke)
+    jobs, before = job_counts(run.stdout), expected_jobs(SMOKE)
     for rule in ("train", "evaluate", "profile", "attention_graph"):
         assert jobs[rule] == before[rule] + 1, rule
     for output in ("train/my_attention/L32/checkpoint.pt", "eval/my_attention/L32/perplexity.csv",
                    "profile/my_attention.csv", "attention_graph/my_attention.csv"):
-        assert f"results/work/{output}" in run.stdout
+        assert f"{WORK}/{output}" in run.stdout
 
 
 # ---- the smoke configuration, killed mid-training and rerun ------------------------------------
@@ -138,12 +151,12 @@ def smoke_run(tmp_path_factory):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     deadline = time.time() + 240
-    while not list(root.glob("results/work/train/*/L*/state-*/checkpoint_last.pt")):
+    while not list(root.glob(f"{WORK}/train/*/L*/state-*/checkpoint_last.pt")):
         assert first.poll() is None, "the smoke run ended before any training checkpoint"
         assert time.time() < deadline, "no training checkpoint appeared"
         time.sleep(0.05)
     killed_in = [p.parent.parent for p in  # the model directories
-                 root.glob("results/work/train/*/L*/state-*/checkpoint_last.pt")]
+                 root.glob(f"{WORK}/train/*/L*/state-*/checkpoint_last.pt")]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert first.poll() is not None  # no run is alive: only then is --unlock safe
@@ -179,7 +192,7 @@ def test_smoke_run_writes_every_declared_output_and_each_parses(smoke_run):
             torch.load(path, map_location="cpu", weights_only=False)
         else:
             assert path.read_text().strip(), path
-    tables = root / "results" / "tables"
+    tables = root / RESULTS / "tables"
     for name in ("table1_scaling", "table2_perplexity", "latency", "distributed",
                  "loss_vs_compute", "context_window", "passkey"):
         assert len(pd.read_csv(tables / f"{name}.csv")) > 0, name
@@ -188,7 +201,7 @@ def test_smoke_run_writes_every_declared_output_and_each_parses(smoke_run):
     latency = pd.read_csv(tables / "latency.csv")
     assert {"variant", "seq_len", "mode", "device", "dtype", "median_ms", "peak_mem_bytes",
             "status"} <= set(latency)
-    provenance = json.loads((root / "results" / "provenance.json").read_text())
+    provenance = json.loads((root / RESULTS / "provenance.json").read_text())
     assert {"git_commit", "torch_version", "device", "date", "config_hash"} <= set(provenance)
 
 
@@ -201,7 +214,7 @@ def test_killed_training_resumes_with_no_stale_or_partial_output(smoke_run):
         assert metrics["step"].iloc[-1] == SMOKE_STEPS
         curve = pd.read_csv(model_dir / "compute_curve.csv")
         assert curve["step"].is_unique and curve["step"].iloc[-1] == SMOKE_STEPS
-    leftovers = [p for p in (root / "results").rglob("*") if p.name.startswith(".")
+    leftovers = [p for p in (root / RESULTS).rglob("*") if p.name.startswith(".")
                  or p.name.endswith(".tmp")]
     assert not leftovers
     again = snakemake("-n", "--configfile", config, cwd=root)
@@ -225,9 +238,9 @@ def test_every_table_column_is_documented(smoke_run):
 
     root, _, _ = smoke_run
     for name in TABLES:
-        columns = set(pd.read_csv(root / "results" / "tables" / f"{name}.csv").columns)
+        columns = set(pd.read_csv(root / RESULTS / "tables" / f"{name}.csv").columns)
         assert not columns - set(COLUMNS), (name, sorted(columns - set(COLUMNS)))
-    readme = (root / "results" / "README.md").read_text()
+    readme = (root / RESULTS / "README.md").read_text()
     assert all(f"tables/{name}.csv" in readme for name in TABLES)
 
 
@@ -284,16 +297,16 @@ def test_every_figure_is_drawn_from_empty_tables():
 
 def test_a_damaged_input_fails_the_aggregation_and_keeps_the_previous_tables(smoke_run):
     """Last in this file (it leaves the run with a damaged input): a per-job CSV cut mid-row is
-    refused naming the file, and results/tables keeps every previous table."""
+    refused naming the file, and the run's tables/ keeps every previous table."""
     root, config, _ = smoke_run
-    tables = root / "results" / "tables"
+    tables = root / RESULTS / "tables"
     before = {p.name: p.read_bytes() for p in tables.glob("*.csv")}
-    victim = next(root.glob("results/work/eval/*/L*/perplexity.csv"))
+    victim = next(root.glob(f"{WORK}/eval/*/L*/perplexity.csv"))
     text = victim.read_text()
     victim.write_text(text[:len(text) - 20])
     run = snakemake("--cores", "2", "--configfile", config, cwd=root)
     assert run.returncode != 0
     assert str(victim.relative_to(root)) in (run.stdout + run.stderr
-                                              + (root / "results/logs/analysis/aggregate.log")
+                                              + (root / RESULTS / "logs/analysis/aggregate.log")
                                               .read_text())
     assert {p.name: p.read_bytes() for p in tables.glob("*.csv")} == before
