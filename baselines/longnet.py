@@ -9,13 +9,12 @@ import torch
 
 from baselines._base import check_flops_args
 from baselines import AttentionVariant, check, check_backend, register
-from baselines._blocks import query_key_grid
 from longnet import dilated_attention
-from longnet.dilated_attention import PAPER_DILATION_RATES as _PAPER_RATES
-from longnet.dilated_attention import PAPER_SEGMENT_LENGTHS as _PAPER_SEGMENTS
-from longnet.dilated_attention import validate_branches
 from longnet.flops import dilated_attention_flops
 from longnet.kv_cache import DilatedKVCache
+from longnet.schedule import PAPER_DILATION_RATES as _PAPER_RATES
+from longnet.schedule import PAPER_SEGMENT_LENGTHS as _PAPER_SEGMENTS
+from longnet.schedule import DilatedSchedule
 
 # as lists: params come from and go to YAML
 PAPER_SEGMENT_LENGTHS, PAPER_DILATION_RATES = list(_PAPER_SEGMENTS), list(_PAPER_RATES)
@@ -32,7 +31,7 @@ class LongNet(AttentionVariant):
         super().__init__(num_heads)
         check_backend(self.name, backend)
         try:
-            validate_branches(segment_lengths, dilation_rates)
+            self.schedule = DilatedSchedule(segment_lengths, dilation_rates)
         except ValueError as error:
             raise ValueError(f"attention variant {self.name!r}: {error}") from None
         check(self.name, "exact_grad", exact_grad, isinstance(exact_grad, bool), "true or false")
@@ -46,15 +45,8 @@ class LongNet(AttentionVariant):
 
     def pattern(self, n, causal=True):
         """Union over branches: same segment of w (clipped to n), both rows selected by head h's
-        offset h mod r inside the segment."""
-        i, j = query_key_grid(n)
-        union = torch.zeros(self.num_heads, n, n, dtype=torch.bool)
-        for w, r in zip(self.segment_lengths, self.dilation_rates):
-            w = min(w, n)
-            same_segment = i // w == j // w
-            for h in range(self.num_heads):
-                union[h] |= same_segment & ((i % w) % r == h % r) & ((j % w) % r == h % r)
-        return union & (j <= i) if causal else union
+        offset h mod r inside the segment (longnet.schedule.DilatedSchedule.pattern)."""
+        return self.schedule.pattern(n, self.num_heads, causal)
 
     def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):
         """Per branch and head only the current segment's rows on the head's lattice:

@@ -27,7 +27,8 @@ import torch
 from longnet import dilated_attention
 from longnet.backends import get_backend
 from longnet.block_sparse import _chunks, _Gatherer
-from longnet.dilated_attention import dilated_plan, validate_branches
+from longnet.dilated_attention import dilated_plan
+from longnet.schedule import DilatedSchedule
 from longnet.flops import dense_attention_flops, dilated_attention_flops
 from longnet.provenance import provenance
 
@@ -54,7 +55,7 @@ def qkv(n, requires_grad=False):
 def gathered_blocks(q, k, v):
     """The blocks the dilated forward hands the kernel, gathered beforehand: [(q, k, v, causal)]."""
     n = q.shape[1]
-    plan = dilated_plan(n, HEADS, validate_branches(SEGMENTS, RATES), True, q.device)
+    plan = dilated_plan(n, HEADS, DilatedSchedule(SEGMENTS, RATES), True, q.device)
     gather = _Gatherer(1)
     return [[gather(0, x.reshape(1, n * HEADS, DIM), piece.gather_rows).clone() for x in (q, k, v)]
             for _, piece in _chunks(plan, 1, q.device)]

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 import baselines  # noqa: E402
 from analysis.io import write_csv, write_text  # noqa: E402
 from longnet import backends, dilated_attention  # noqa: E402
-from longnet.dilated_attention import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS  # noqa: E402
+from longnet.schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS  # noqa: E402
 from longnet.provenance import device_name, provenance  # noqa: E402
 from longnet.reference import reference_dilated_attention  # noqa: E402
 from longnet.timing import matmul_peak_flops, time_ms  # noqa: E402

@@ -2,6 +2,7 @@
 from .dilated_attention import dilated_attention, dilated_attention_decode, dilated_attention_with_lse
 from .kv_cache import DilatedKVCache, RowCache
 from .multihead import MultiheadAttention, MultiheadDilatedAttention
+from .schedule import DilatedSchedule
 
 __all__ = ["dilated_attention", "dilated_attention_decode", "dilated_attention_with_lse", "DilatedKVCache",
-           "RowCache", "MultiheadAttention", "MultiheadDilatedAttention"]
+           "RowCache", "MultiheadAttention", "MultiheadDilatedAttention", "DilatedSchedule"]

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 
-from .dilated_attention import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
-from .flops import BACKWARD_FACTOR, attention_flops, branch_pairs, causal_pairs
+from .flops import BACKWARD_FACTOR, attention_flops, causal_pairs
+from .schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedule
 
 # Nominal per-GPU link numbers (bytes/s, seconds). NVLink: A100 NVLink3 is 300 GB/s per direction
 # (H100 NVLink4: 450 GB/s); InfiniBand: HDR 200 Gb/s = 25 GB/s per GPU (NDR 400 Gb/s: 50 GB/s).
@@ -70,13 +70,9 @@ def _all_gather_s(ranks: int, chunk_bytes: float, bandwidth: float, latency: flo
 
 def extended_schedule(n: int, segment_lengths=PAPER_SEGMENT_LENGTHS,
                       dilation_rates=PAPER_DILATION_RATES) -> tuple[list[int], list[int]]:
-    """The schedule continued past its last branch (w, r) by (2w, 2r), (4w, 4r), ... until a
-    segment covers n: every added branch keeps w/r, so each costs the same per token."""
-    segments, dilations = list(segment_lengths), list(dilation_rates)
-    while segments[-1] < n:
-        segments.append(segments[-1] * 2)
-        dilations.append(dilations[-1] * 2)
-    return segments, dilations
+    """(segment_lengths, dilation_rates) of `DilatedSchedule.extended_to(n)`, as lists."""
+    extended = DilatedSchedule(segment_lengths, dilation_rates).extended_to(n)
+    return list(extended.segment_lengths), list(extended.dilation_rates)
 
 
 def rank_cost(variant: str, n: int, devices: int, *, segment_lengths=PAPER_SEGMENT_LENGTHS,
@@ -98,17 +94,17 @@ def rank_cost(variant: str, n: int, devices: int, *, segment_lengths=PAPER_SEGME
         gathers = [(devices, chunk * heads * row_bytes)] if devices > 1 else []
         return attention_flops(pairs, heads, head_dim, batch), gathers
     pairs, gathers = 0, []
-    for w, r in zip(segment_lengths, dilation_rates):
-        w = min(w, n)
+    for branch in DilatedSchedule(segment_lengths, dilation_rates).branches:
+        w, r = min(branch.segment_length, n), branch.dilation_rate
         if devices == 1 or chunk % w == 0:  # local: the branch's blocks on one chunk
-            pairs += sum(branch_pairs(chunk, w, r, h, causal) for h in range(heads))
+            pairs += sum(branch.pairs(chunk, h, causal) for h in range(heads))
             continue
         if w % chunk:
             raise ValueError(f"the cost model needs segments that are whole multiples of the "
                              f"chunk: w={w}, tokens per device={chunk}")
         ranks = w // chunk  # the slowest rank is the last of a full segment
         for h in range(heads):
-            own = len(range(h % r, chunk, r))  # rows per chunk (exact when r divides the chunk)
+            own = len(branch.rows(chunk, branch.offset(h)))  # rows per chunk (exact when r divides the chunk)
             pairs += own * own * (ranks - 1) + causal_pairs(own) if causal else own * own * ranks
         gathers.append((ranks, math.ceil(chunk / r) * heads * row_bytes))
     return attention_flops(pairs, 1, head_dim, batch), gathers

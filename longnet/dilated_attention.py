@@ -1,6 +1,7 @@
 """Dilated attention (LongNet, Ding et al. 2023), paper-exact, on any attention kernel.
 
-Definition (docs/definitions.md, section 1). q, k, v are (B, N, H, D). Each branch (w, r):
+Definition (docs/definitions.md, section 1; the rule is written once, in longnet.schedule). q, k, v
+are (B, N, H, D). Each branch (w, r):
 - w is clipped to N; segments [i*w, min((i+1)*w, N)), the last one possibly shorter;
 - head h uses offset s = h mod r and selects rows a+s, a+s+r, ... of the segment starting at a;
 - dense softmax attention among the selected rows (causal: a selected key at or before the query),
@@ -31,28 +32,7 @@ import torch
 
 from .backends import default_scale, get_backend, merge_attention
 from .block_sparse import Lattice, Piece, Plan, _accumulation_dtype, block_sparse_attention, block_sparse_forward
-
-
-# The paper's schedule (section 4): w = 2K..32K with r = 1, 2, 4, 6, 12.
-PAPER_SEGMENT_LENGTHS = (2048, 4096, 8192, 16384, 32768)
-PAPER_DILATION_RATES = (1, 2, 4, 6, 12)
-
-
-def validate_branches(segment_lengths: Sequence[int], dilation_rates: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    """The (w, r) pairs, or a ValueError that says what is wrong with the configuration."""
-    segment_lengths, dilation_rates = list(segment_lengths), list(dilation_rates)
-    if len(segment_lengths) != len(dilation_rates):
-        raise ValueError(f"segment_lengths and dilation_rates must have the same length, got "
-                         f"{len(segment_lengths)} segment lengths {segment_lengths} and "
-                         f"{len(dilation_rates)} dilation rates {dilation_rates}")
-    if not segment_lengths:
-        raise ValueError("dilated attention needs at least one branch (segment_lengths is empty)")
-    for name, values in (("segment_lengths", segment_lengths), ("dilation_rates", dilation_rates)):
-        for value in values:
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2 ** 63:
-                raise ValueError(f"{name} must be positive integers below 2**63 (int64 indices), "
-                                 f"got {values}")
-    return tuple(zip(segment_lengths, dilation_rates))
+from .schedule import Branch, DilatedSchedule
 
 
 def validate_options(causal=True, scale=None, exact_grad=True, backend="auto") -> None:
@@ -101,15 +81,13 @@ def branch_blocks(n: int, heads: int, segment_length: int, dilation_rate: int,
     (segment, s, g, t), so consecutive offsets with equal block length and head count form one
     lattice of sizes (segments, offsets, heads per offset, length).
     """
+    branch = Branch(segment_length, dilation_rate)
     w, r = min(segment_length, n), dilation_rate
     by_length: dict[int, list[Lattice]] = defaultdict(list)
-    full, tail = n // w, n % w
-    for first_start, seg_len, count in ((0, w, full), (full * w, tail, 1 if tail else 0)):
-        if count == 0:
-            continue
+    for first_start, seg_len, count in branch.segments(n):
         runs: list[list[int]] = []  # [first offset, offsets, length, heads]
-        for offset in range(min(r, seg_len, heads)):  # an offset no head has, or past the segment, selects nothing
-            shape = [len(range(offset, seg_len, r)), len(range(offset, heads, r))]
+        for offset in branch.offsets(min(heads, seg_len)):  # an offset no head has, or past the segment, selects nothing
+            shape = [len(branch.rows(seg_len, offset)), len(branch.heads_with(offset, heads))]
             if runs and runs[-1][2:] == shape:
                 runs[-1][1] += 1
             else:
@@ -123,13 +101,13 @@ def branch_blocks(n: int, heads: int, segment_length: int, dilation_rate: int,
 
 
 @functools.lru_cache(maxsize=64)
-def dilated_plan(n: int, heads: int, branches: tuple[tuple[int, int], ...], causal: bool,
+def dilated_plan(n: int, heads: int, schedule: DilatedSchedule, causal: bool,
                  device: torch.device = torch.device("cpu")) -> Plan:
     """The block-sparse plan of dilated attention: one self-attention piece per lattice of every
     branch, an r = 1 branch first when there is one. It selects every row exactly once, so it
     fills the accumulators by plain copies (no zero fill, no merge); mixing is a sum, so the
     order changes nothing but rounding."""
-    ordered = sorted(branches, key=lambda branch: branch[1] != 1)
+    ordered = sorted(schedule.branches, key=lambda branch: branch.dilation_rate != 1)
     per_branch = [[Piece.from_lattice(lattice, causal, device)
                    for group in branch_blocks(n, heads, w, r, device) for lattice in group.lattices]
                   for w, r in ordered]
@@ -158,25 +136,25 @@ def dilated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment
     backend: "auto" or a name from longnet.backends.BACKENDS. exact_grad=False detaches the
     mixing weights as the official code does (for comparison only).
     """
-    branches = validate_branches(segment_lengths, dilation_rates)
+    schedule = DilatedSchedule(segment_lengths, dilation_rates)
     validate_options(causal, scale, exact_grad, backend)
     _check_inputs(q, k, v)
     if q.shape[0] == 0 or q.shape[1] == 0:  # nothing to attend: an empty output that backpropagates
         return (q + k + v) * 0
-    plan = dilated_plan(q.shape[1], q.shape[2], branches, causal, q.device)
+    plan = dilated_plan(q.shape[1], q.shape[2], schedule, causal, q.device)
     return block_sparse_attention(q, k, v, plan, scale=scale, backend=backend, exact_grad=exact_grad)
 
 
 def dilated_attention_with_lse(q, k, v, segment_lengths, dilation_rates, *, causal=True, scale=None,
                                backend="auto"):
     """Forward only: (out (B, N, H, D), lse (B, N, H)); lse is -inf at rows no branch selects."""
-    branches = validate_branches(segment_lengths, dilation_rates)
+    schedule = DilatedSchedule(segment_lengths, dilation_rates)
     validate_options(causal, scale, backend=backend)
     _check_inputs(q, k, v)
     batch, n, heads, dim = q.shape
     kernel = get_backend(backend, q.device, q.dtype, dim)
     flats = [x.reshape(batch, n * heads, dim) for x in (q, k, v)]
-    out, lse, _ = block_sparse_forward(*flats, dilated_plan(n, heads, branches, causal, q.device),
+    out, lse, _ = block_sparse_forward(*flats, dilated_plan(n, heads, schedule, causal, q.device),
                                        default_scale(dim, scale), kernel)
     return out.view(batch, n, heads, dim).to(q.dtype), lse.view(batch, n, heads)
 
@@ -193,7 +171,7 @@ def dilated_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
     same rows a + s, a + s + r, ..., t. This takes the dense cache (memory grows with t);
     longnet.kv_cache.DilatedKVCache keeps only those rows (memory bounded by the schedule).
     """
-    branches = validate_branches(segment_lengths, dilation_rates)
+    schedule = DilatedSchedule(segment_lengths, dilation_rates)
     batch, one, heads, dim = q.shape
     if one != 1 or k_cache.shape != v_cache.shape or k_cache.shape[0] != batch or k_cache.shape[2:] != q.shape[2:]:
         raise ValueError(f"decode needs q (B, 1, H, D) and caches (B, t+1, H, D); got {tuple(q.shape)}, "
@@ -210,13 +188,12 @@ def dilated_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
     acc = _accumulation_dtype(q.dtype)
     out = torch.zeros(batch, heads, 1, dim, dtype=acc, device=q.device)
     lse = torch.full((batch, heads, 1), float("-inf"), dtype=acc, device=q.device)
-    for w, r in branches:
-        start = (t // w) * w
-        offset = (t - start) % r
-        if offset >= heads:  # no head has this offset: the branch does not see token t
+    for branch in schedule.branches:
+        start, offset = branch.locate(t)
+        if offset not in branch.offsets(heads):  # no head has this offset: the branch does not see t
             continue
-        head_ids = torch.arange(offset, heads, r, device=q.device)
-        positions = torch.arange(start + offset, t + 1, r, device=q.device)
+        head_ids = torch.tensor(branch.heads_with(offset, heads), device=q.device)
+        positions = torch.tensor(branch.rows(t + 1 - start, offset), device=q.device) + start
         q_h = q[:, :, head_ids].transpose(1, 2)
         k_h = k_cache[:, positions][:, :, head_ids].transpose(1, 2)
         v_h = v_cache[:, positions][:, :, head_ids].transpose(1, 2)

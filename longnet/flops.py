@@ -1,6 +1,6 @@
 """The one FLOP count of the project.
 
-Conventions (as in the flash-attention benchmarks and the LongNet notes):
+Conventions (as in the flash-attention benchmarks; docs/definitions.md, section 1):
 - only the two attention matmuls count: QK^T and PV, 2 FLOPs per multiply-add each, so a
   query-key pair costs 4 * head_dim FLOPs per head;
 - causal attention counts only the pairs it attends (a key at or before the query), so dense
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .schedule import DilatedSchedule, causal_pairs
+
+__all__ = ["BACKWARD_FACTOR", "attention_flops", "causal_pairs", "dense_attention_flops",
+           "dilated_attention_flops", "training_step_flops"]
+
 BACKWARD_FACTOR = 2.5
-
-
-def causal_pairs(n: int) -> int:
-    """Query-key pairs of one causal block of n rows."""
-    return n * (n + 1) // 2
 
 
 def attention_flops(pairs: float, heads: int, head_dim: int, batch: int = 1) -> float:
@@ -31,31 +31,15 @@ def dense_attention_flops(n: int, heads: int, head_dim: int, causal: bool = True
     return attention_flops(causal_pairs(n) if causal else n * n, heads, head_dim, batch)
 
 
-def branch_pairs(n: int, segment_length: int, dilation_rate: int, head: int,
-                 causal: bool = True) -> int:
-    """Exact query-key pairs one dilated branch computes for one head (offset head % r).
-
-    Segments are [i*w, min((i+1)*w, n)); the head selects rows s, s+r, ... of each segment.
-    """
-    w = min(segment_length, n)
-    r, s = dilation_rate, head % dilation_rate
-    def block_pairs(length: int) -> int:
-        rows = len(range(s, length, r))
-        return causal_pairs(rows) if causal else rows * rows
-
-    # every full segment has the same rows, so count one and multiply (O(1) even at 1B tokens)
-    return (n // w) * block_pairs(w) + block_pairs(n % w)
-
-
 def dilated_attention_flops(n: int, segment_lengths: Sequence[int],
                             dilation_rates: Sequence[int], heads: int, head_dim: int,
                             causal: bool = True, batch: int = 1) -> float:
-    """Exact forward FLOPs of dilated attention: the sum of every branch's blocks, every head.
+    """Exact forward FLOPs of dilated attention: the sum of every branch's blocks, every head
+    (pairs counted by longnet.schedule.DilatedSchedule.pairs).
 
     For large n this is about 4*B*H*D*n*sum(w/r^2) (halved when causal): the paper's linear cost.
     """
-    pairs = sum(branch_pairs(n, w, r, h, causal)
-                for w, r in zip(segment_lengths, dilation_rates) for h in range(heads))
+    pairs = DilatedSchedule(segment_lengths, dilation_rates).pairs(n, heads, causal)
     return attention_flops(pairs, 1, head_dim, batch)
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .schedule import DilatedSchedule
 
 Reads = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
@@ -142,9 +143,7 @@ class DilatedKVCache:
     def __init__(self, batch: int, heads: int, head_dim: int, segment_lengths: Sequence[int],
                  dilation_rates: Sequence[int], *, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", scale: float | None = None):
-        from .dilated_attention import validate_branches
-
-        self.branches = validate_branches(segment_lengths, dilation_rates)
+        self.branches = DilatedSchedule(segment_lengths, dilation_rates).branches
         self.batch, self.heads, self.head_dim = batch, heads, head_dim
         self.scale = head_dim ** -0.5 if scale is None else scale
         self.keys = [torch.zeros(batch, heads, math.ceil(w / r), head_dim, dtype=dtype, device=device)
@@ -166,10 +165,11 @@ class DilatedKVCache:
         (earlier ones of that segment are already in place when the cache was in it)."""
         _check_step(self, k, v)
         start, end = self.length, self.length + k.shape[1]
-        for (w, r), keys, values in zip(self.branches, self.keys, self.values):
-            a = (end - 1) // w * w  # start of the segment of the last new position
+        for branch, keys, values in zip(self.branches, self.keys, self.values):
+            r = branch.dilation_rate
+            a, _ = branch.locate(end - 1)  # start of the segment of the last new position
             first = max(a, start)
-            for s in range(min(r, self.heads)):  # offsets no head has are read by nobody
+            for s in branch.offsets(self.heads):  # offsets no head has are read by nobody
                 p = first + (s - (first - a)) % r  # first new position on offset s's lattice
                 if p >= end:
                     continue
@@ -187,10 +187,11 @@ class DilatedKVCache:
         # per branch: (out, lse) of the heads that see t; -inf where a branch's offset misses a head
         outs = torch.zeros(len(self.branches), self.batch, self.heads, self.head_dim, dtype=acc, device=q.device)
         lses = torch.full(outs.shape[:-1], float("-inf"), dtype=acc, device=q.device)
-        for i, ((w, r), keys, values) in enumerate(zip(self.branches, self.keys, self.values)):
-            a = t // w * w
-            s, slots = (t - a) % r, (t - a) // r + 1
-            if s >= self.heads:  # no head has this offset: the branch does not see token t
+        for i, (branch, keys, values) in enumerate(zip(self.branches, self.keys, self.values)):
+            r = branch.dilation_rate
+            a, s = branch.locate(t)
+            slots = (t - a) // r + 1
+            if s not in branch.offsets(self.heads):  # no head has this offset: the branch does not see t
                 continue
             outs[i, :, s::r], lses[i, :, s::r] = softmax_rows(
                 q[:, 0, s::r], keys[:, s::r, :slots], values[:, s::r, :slots], self.scale)

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .dilated_attention import (PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, dilated_attention,
-                                validate_branches, validate_options)
+from .dilated_attention import dilated_attention, validate_options
 from .kv_cache import DilatedKVCache
 from .positions import build_position_embedding
+from .schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedule
 
 
 class MultiheadAttention(nn.Module):
@@ -90,9 +90,9 @@ class MultiheadDilatedAttention(MultiheadAttention):
                  dilation_rates: Sequence[int] = PAPER_DILATION_RATES, *, causal: bool = True,
                  positions: str | None = "xpos", sub_ln: bool = True, bias: bool = True, max_len: int = 0,
                  backend: str = "auto", exact_grad: bool = True):
-        branches = validate_branches(segment_lengths, dilation_rates)
+        schedule = DilatedSchedule(segment_lengths, dilation_rates)
         validate_options(causal, exact_grad=exact_grad, backend=backend)
-        self.segment_lengths, self.dilation_rates = [w for w, _ in branches], [r for _, r in branches]
+        self.segment_lengths, self.dilation_rates = list(schedule.segment_lengths), list(schedule.dilation_rates)
 
         def attend(q, k, v, causal=True):
             return dilated_attention(q, k, v, self.segment_lengths, self.dilation_rates, causal=causal,

@@ -74,10 +74,12 @@ class Branch(NamedTuple):
         full, tail = n // w, n % w
         return ((0, w, full),) + (((full * w, tail, 1),) if tail else ())
 
-    def segment_start(self, t: int) -> int:
-        """Start a = (t // w) * w of the segment holding position t (w unclipped: the segments
-        up to t are the same for every n > t)."""
-        return t // self.segment_length * self.segment_length
+    def locate(self, t: int) -> tuple[int, int]:
+        """(a, s): the start a = (t // w) * w of the segment holding position t and the offset
+        s = (t - a) mod r whose rows hold it (w unclipped: the segments up to t are the same for
+        every n > t, which is all a causal query at t sees)."""
+        start = t // self.segment_length * self.segment_length
+        return start, (t - start) % self.dilation_rate
 
     def pairs(self, n: int, head: int, causal: bool = True) -> int:
         """Exact query-key pairs this branch computes for one head over n tokens."""

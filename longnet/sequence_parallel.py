@@ -41,8 +41,8 @@ import torch.distributed as dist
 
 from .backends import default_scale, get_backend
 from .block_sparse import Piece, Plan, block_sparse_backward, block_sparse_forward
-from .dilated_attention import (PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, _check_inputs, branch_blocks,
-                                dilated_plan, validate_branches)
+from .dilated_attention import _check_inputs, branch_blocks, dilated_plan
+from .schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedule
 
 
 @dataclass
@@ -97,14 +97,14 @@ def _block_ranks(rank: int, world: int, chunk: int, w: int) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=64)
-def make_plan(chunk: int, world: int, rank: int, heads: int, branches, causal: bool,
+def make_plan(chunk: int, world: int, rank: int, heads: int, schedule: DilatedSchedule, causal: bool,
               device: torch.device = torch.device("cpu")) -> SequencePlan:
     """Local branches as the core's own pieces; each spanning branch's blocks as pieces whose
     queries are this rank's selected rows and whose keys are rows of the gathered buffer."""
     n, rows_per_chunk = chunk * world, chunk * heads
     local, spanning, pieces = [], [], []
     key_offset = rows_per_chunk  # the combined key space starts with the local k
-    for w, r in branches:
+    for w, r in schedule.branches:
         w = min(w, n)
         if world == 1 or chunk % w == 0:
             local.append((w, r))
@@ -136,7 +136,8 @@ def make_plan(chunk: int, world: int, rank: int, heads: int, branches, causal: b
                 pieces.append(Piece(queries, keys[pick, a:b], causal=True))  # its own chunk
         spanning.append(SpanningBranch(ranks, selected[owner == me] - lo, most, key_offset))
         key_offset += len(ranks) * most
-    own = dilated_plan(chunk, heads, tuple(local), causal, device) if local else None
+    own = (dilated_plan(chunk, heads, DilatedSchedule(*zip(*local)), causal, device)
+           if local else None)
     attention = Plan((own.pieces if own else []) + pieces, rows_per_chunk,
                      first_stage=own.first_stage if own else 0)
     return SequencePlan(attention, spanning)
@@ -246,11 +247,11 @@ def sequence_parallel_dilated_attention(q: torch.Tensor, k: torch.Tensor, v: tor
     `longnet.dilated_attention(full q, k, v, ...)`, with exact gradients. Bytes communicated are
     added to `counter` (default: `longnet.sequence_parallel.COMM`).
     """
-    branches = validate_branches(segment_lengths, dilation_rates)
+    schedule = DilatedSchedule(segment_lengths, dilation_rates)
     _check_inputs(q, k, v)
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     batch, chunk, heads, dim = q.shape
-    plan = make_plan(chunk, world, rank, heads, branches, causal, q.device)
+    plan = make_plan(chunk, world, rank, heads, schedule, causal, q.device)
     if world > 1 and (chunk, group) not in _CHECKED_CHUNKS:  # once per shape: one tiny collective
         _check_equal_chunks(chunk, group)
         _CHECKED_CHUNKS.add((chunk, group))

@@ -21,6 +21,7 @@ import longnet.cuda_standins as kernels
 from longnet import backends, dilated_attention
 from longnet.block_sparse import Plan, Piece, block_sparse_attention
 from longnet.cuda_standins import CUDA_BACKENDS, cuda_standins
+from longnet.schedule import DilatedSchedule
 
 HALF = (torch.bfloat16, torch.float16)
 # every CUDA backend with every dtype it takes
@@ -262,7 +263,7 @@ def fake_cuda():
 def test_dilated_plans_and_backend_choice_on_cuda(fake_cuda):
     from longnet.dilated_attention import dilated_plan
     cuda = torch.device("cuda", 0)
-    plan = dilated_plan(100, 4, ((16, 1), (32, 2), (64, 4)), True, cuda)
+    plan = dilated_plan(100, 4, DilatedSchedule((16, 32, 64), (1, 2, 4)), True, cuda)
     tensors = [t for p in plan.prepared for t in (p.gather_rows, p.scatter_rows, p.k_rows)]
     assert tensors and all(t.device == cuda for t in tensors)
     for dtype, want in ((torch.bfloat16, "torch_flash"), (torch.float32, "torch_efficient")):

@@ -28,14 +28,14 @@ from collections.abc import Sequence
 
 import torch
 
-from longnet.dilated_attention import dilated_attention, dilated_attention_decode, validate_branches
+from longnet.dilated_attention import dilated_attention, dilated_attention_decode
+from longnet.schedule import DilatedSchedule
 
 DEFAULT_NAME = "longnet_dilated"
 
 
-def _attention_function(branches: tuple[tuple[int, int], ...], name: str):
-    segment_lengths = [w for w, _ in branches]
-    dilation_rates = [r for _, r in branches]
+def _attention_function(schedule: DilatedSchedule, name: str):
+    segment_lengths, dilation_rates = list(schedule.segment_lengths), list(schedule.dilation_rates)
 
     def longnet_dilated_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                                   value: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -98,9 +98,9 @@ def register(segment_lengths: Sequence[int], dilation_rates: Sequence[int], name
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
-    branches = validate_branches(segment_lengths, dilation_rates)
+    schedule = DilatedSchedule(segment_lengths, dilation_rates)
     if not isinstance(name, str) or not name or name in ("eager", "sdpa") or name.startswith(("flash", "flex", "paged")):
         raise ValueError(f"name must be a new attention implementation name, not one of transformers' own; got {name!r}")
-    AttentionInterface.register(name, _attention_function(branches, name))
+    AttentionInterface.register(name, _attention_function(schedule, name))
     AttentionMaskInterface.register(name, _mask_function)
     return name
