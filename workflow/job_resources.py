@@ -21,6 +21,10 @@ measurements:
   SWEEP_THREADS on a cluster.
 - GPUs: only when the configuration's device is cuda: nproc for training, P for
   sequence_parallel, one for the other GPU jobs, none for CPU-only jobs.
+- any other rule (attention_graph, and a rule added later that has no estimate here): SMALL_JOB,
+  a one-core CPU job of 2 x BASE_MB for up to START_MIN + 10 minutes (before the margin). A new rule
+  that needs more gets a branch in `estimate` (its name, what its job holds and does) and, in its
+  rule, `threads: job_threads("name")` and `resources: **job_resources("name")`.
 
 The one place a site scales or caps all of it: workflow/site_resources.yaml (or the file given by
 `--config site_resources=PATH`): multiply memory and time, and cap memory, time, threads and GPUs
@@ -40,6 +44,11 @@ NOMINAL_FLOPS = {"cpu": 5e10, "cuda": 1e14}
 START_MIN = 5            # minutes to start a job: scheduling, imports, reading the corpus
 RUNTIME_MARGIN = 3       # a job may run this many times its estimate before SLURM stops it
 SWEEP_THREADS = 8        # cores for a benchmark job that wants a node to itself, on a cluster
+ALL_CORES = 1024         # a local job asking this many threads gets every core (Snakemake caps at --cores)
+SMALL_JOB = {"threads": 1, "mem_mb": 2 * BASE_MB, "runtime": START_MIN + 10, "gpu": 0}  # any other rule
+LAUNCHED = {  # rules whose jobs start exactly what they ask for (torchrun), and what sets it
+    "train": "training.nproc / training.threads",
+    "sequence_parallel": "distributed.world_sizes / distributed.threads_per_rank"}
 SITE_KEYS = {"mem_scale": 1.0, "runtime_scale": 1.0, "max_mem_mb": None, "max_runtime": None,
              "max_threads": None, "max_gpus": None}
 DEFAULT_SITE_FILE = Path(__file__).resolve().parent / "site_resources.yaml"
@@ -99,7 +108,7 @@ def estimate(rule: str, config, device: str, local: bool, world_size: int | None
     cuda = device == "cuda"
     training = config["training"]
     nproc, threads = training["nproc"], training["threads"]
-    alone = 1024 if local else SWEEP_THREADS  # 1024: Snakemake caps it at --cores (every core)
+    alone = ALL_CORES if local else SWEEP_THREADS
     if rule == "train":
         seq = train_len or max(max(v["train_lens"]) for v in config["variants"])
         per_rank = max(1, training["tokens_per_step"] // nproc)
@@ -143,8 +152,7 @@ def estimate(rule: str, config, device: str, local: bool, world_size: int | None
         # token arrays, their concatenation and the bytes written: about 6 bytes per byte of text;
         # tokenizing at 60 MB a minute or more
         return {"threads": 1, "mem_mb": BASE_MB + 6 * raw / 2 ** 20, "runtime": START_MIN + raw / 2 ** 20 / 60, "gpu": 0}
-    # attention_graph, the aggregations: small CPU jobs
-    return {"threads": 1, "mem_mb": 2 * BASE_MB, "runtime": START_MIN + 10, "gpu": 0}
+    return dict(SMALL_JOB)  # attention_graph, the aggregations, a rule with no estimate above
 
 
 def resources_for(rule: str, config, device: str, local: bool, site: dict, **job) -> dict:
@@ -157,14 +165,13 @@ def resources_for(rule: str, config, device: str, local: bool, site: dict, **job
         mem = min(mem, site["max_mem_mb"])
     if site["max_runtime"]:
         runtime = min(runtime, site["max_runtime"])
-    launched = rule in ("train", "sequence_parallel")  # torchrun starts exactly what it asked for
-    for key, value in (("max_threads", threads), ("max_gpus", gpu)):
+    every_core = local and threads == ALL_CORES  # Snakemake gives it --cores, whatever the cap
+    for key, value, what in (("max_threads", 0 if every_core else threads, "threads"), ("max_gpus", gpu, "GPUs")):
         cap = site[key]
-        if cap and value > cap and launched:
-            raise ValueError(f"site_resources.{key}={cap:g}, but a {rule} job starts {value} "
-                             f"({'threads' if key == 'max_threads' else 'GPUs'}); lower training.nproc / "
-                             "training.threads or distributed.world_sizes / threads_per_rank")
-    if site["max_threads"] and not (local and threads == 1024):
+        if cap and value > cap and rule in LAUNCHED:  # torchrun would start more than was granted
+            raise ValueError(f"site_resources.{key}={cap:g}, but a {rule} job starts {value} {what}; "
+                             f"lower {LAUNCHED[rule]}")
+    if site["max_threads"] and not every_core:
         threads = min(threads, int(site["max_threads"]))
     if site["max_gpus"]:
         gpu = min(gpu, int(site["max_gpus"]))

@@ -55,11 +55,6 @@ def job_spec(wildcards):
     return pipeline_config.job_spec(VARIANTS[wildcards.variant], int(wildcards.train_len))
 
 
-def gpus(count):
-    """GPUs a job asks the scheduler for: `count` on a GPU run, none on CPU."""
-    return count if DEVICE == "cuda" else 0
-
-
 def as_arg(value):
     """A JSON value quoted for the shell (for rules launched through torchrun)."""
     return shlex.quote(json.dumps(value, sort_keys=True))
