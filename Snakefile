@@ -25,6 +25,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/distributed.smk"
+include: "workflow/rules/recall.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/peers.smk"
@@ -39,6 +40,6 @@ rule all:
         rules.figures.output,
         rules.provenance.output,
         rules.results_readme.output,
-        trained_paths(f"{RESULTS}/samples/{{variant}}_L{{train_len}}.txt"),
+        trained_paths(f"{RESULTS}/samples/{{variant}}_L{{train_len}}.txt", seeds=SEEDS[:1]),
         rules.decode_benchmark.output,
     default_target: True

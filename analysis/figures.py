@@ -14,6 +14,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.stats import t_interval  # noqa: E402
+
 
 def _axes(title: str, xlabel: str, ylabel: str, logx=True, logy=True, ncols=1):
     fig, axes = plt.subplots(1, ncols, figsize=(6.4 * ncols, 4.4), squeeze=False)
@@ -39,10 +41,16 @@ def _finish(fig, axes, empty: bool, what: str):
 
 
 def _plot_models(ax, df: pd.DataFrame, x: str, y: str) -> None:
-    """One line per trained model (variant, training length) of y against x."""
+    """One line per trained model (variant, training length) of y against x: the mean over its
+    seeds, with the 95% t interval over seeds shaded (analysis.stats) where there are >= 2."""
     for (variant, train_len), run in df.groupby(["variant", "train_len"]):
-        run = run.sort_values(x)
-        ax.plot(run[x], run[y], "o-", label=f"{variant} (train {train_len})")
+        seeds = run["seed"].nunique() if "seed" in run else 1
+        points = [(at, *t_interval(values[y])) for at, values in run.groupby(x)]
+        at, mean, low, high = (list(v) for v in zip(*points))
+        line, = ax.plot(at, mean, "o-", ms=3,
+                        label=f"{variant} (train {train_len}, {seeds} seed{'s' * (seeds > 1)})")
+        if seeds > 1:
+            ax.fill_between(at, low, high, color=line.get_color(), alpha=0.2, lw=0)
 
 
 def figure5_latency(latency: pd.DataFrame, distributed: pd.DataFrame,
@@ -85,7 +93,8 @@ def figure5_latency(latency: pd.DataFrame, distributed: pd.DataFrame,
 
 
 def figure6_loss_vs_compute(curve: pd.DataFrame):
-    """Test loss against training FLOPs, one line per trained model."""
+    """Test loss against training FLOPs, one line per trained model (mean and 95% interval over
+    seeds; a model's seeds share their FLOP counts)."""
     fig, (ax,) = _axes("Figure 6: loss vs training compute", "training FLOPs", "test loss",
                        logy=False)
     ax.set_xscale("log")
@@ -105,16 +114,21 @@ def figure7_context_window(context: pd.DataFrame):
 
 
 def table2_perplexity(table: pd.DataFrame):
-    """Perplexity vs evaluation length: ours (left) beside the paper's (right)."""
+    """Perplexity vs evaluation length: ours (left: the mean over seeds with its 95% interval as
+    error bars, from the table's aggregate rows) beside the paper's (right)."""
     fig, (ours, paper) = _axes("Table 2: test perplexity by evaluation length",
                                "evaluation length (tokens)", "perplexity", ncols=2)
     ours.set_title("this run")
     paper.set_title("paper (lengths as published)")
     if not table.empty:
-        for (variant, train_len), run in table.groupby(["variant", "train_len"]):
+        means = table[table["statistic"] == "mean"]
+        for (variant, train_len), run in means.groupby(["variant", "train_len"]):
             run = run.sort_values("eval_len")
-            line, = ours.plot(run["eval_len"], run["perplexity"], "o-",
-                              label=f"{variant} (train {train_len})")
+            line = ours.errorbar(run["eval_len"], run["perplexity_mean"], capsize=3, fmt="o-",
+                                 yerr=[run["perplexity_mean"] - run["ci_low"],
+                                       run["ci_high"] - run["perplexity_mean"]],
+                                 label=f"{variant} (train {train_len}, "
+                                       f"{int(run['n_seeds'].iloc[0])} seeds)").lines[0]
             published = run.dropna(subset=["paper_perplexity"])
             if len(published):
                 paper.plot(published["paper_eval_len"], published["paper_perplexity"], "o-",
@@ -148,6 +162,54 @@ def attention_graph(graph: pd.DataFrame):
     return _finish(fig, [ax], graph.empty, "attention-graph analysis")
 
 
+def model_size(sizes: pd.DataFrame):
+    """Figure 7 (left): test loss vs parameters per registry name (seed means with 95% interval
+    error bars), with the fitted power law dashed. The paper shows a power law from 125M to 2.7B
+    parameters without publishing its values, so only the trend can be compared."""
+    fig, (ax,) = _axes("Figure 7 (left): test loss vs model size", "parameters",
+                       "test loss at the training length", logy=True)
+    ax.set_xscale("log")
+    if not sizes.empty:
+        for i, (name, rows) in enumerate(sizes.groupby("name")):
+            points = [(p, *t_interval(r["loss"])) for p, r in rows.groupby("params")]
+            p, mean, low, high = (list(v) for v in zip(*points))
+            ax.errorbar(p, mean, yerr=[[m - lo for m, lo in zip(mean, low)],
+                                       [hi - m for m, hi in zip(mean, high)]],
+                        fmt="o", color=f"C{i}", capsize=3,
+                        label=f"{name} ({rows['seed'].nunique()} seeds)")
+            alpha, a = rows["fit_exponent"].iloc[0], rows["fit_coefficient"].iloc[0]
+            if alpha == alpha:
+                ax.plot(p, [a * x ** -alpha for x in p], "--", color=f"C{i}",
+                        label=f"{name}: loss = {a:.3g} N^-{alpha:.3f}")
+    return _finish(fig, [ax], sizes.empty, "model-size runs")
+
+
+def recall(results: pd.DataFrame):
+    """The trained recall benchmark: accuracy vs key-query distance per variant (mean over seeds,
+    95% interval shaded), beside the layers each pattern needs to reach that distance (the
+    attention-graph analysis at the benchmark's own length and heads; the model's depth dashed)."""
+    fig, (acc, graph) = _axes("Multi-query associative recall: trained accuracy vs what the "
+                              "pattern can reach", "key-query distance (tokens)", "accuracy",
+                              logy=False, ncols=2)
+    graph.set_ylabel("layers to reach the key (attention graph)")
+    acc.set_ylim(-0.05, 1.05)
+    if not results.empty:
+        for i, (variant, rows) in enumerate(results.groupby("variant")):
+            points = [(d, *t_interval(r["accuracy"])) for d, r in rows.groupby("distance")]
+            d, mean, low, high = (list(v) for v in zip(*points))
+            seeds = rows["seed"].nunique()
+            acc.plot(d, mean, "o-", color=f"C{i}", label=f"{variant} ({seeds} seeds)")
+            if seeds > 1:
+                acc.fill_between(d, low, high, color=f"C{i}", alpha=0.2, lw=0)
+            reach = rows.drop_duplicates("distance").sort_values("distance")
+            graph.plot(reach["distance"], reach["layers_to_reach"], "o-", color=f"C{i}",
+                       label=variant)
+        graph.axhline(results["n_layer"].iloc[0], color="k", ls="--", lw=1,
+                      label=f"model depth ({results['n_layer'].iloc[0]} layers)")
+        graph.yaxis.get_major_locator().set_params(integer=True)
+    return _finish(fig, [acc, graph], results.empty, "recall runs")
+
+
 def passkey(results: pd.DataFrame):
     """Passkey retrieval accuracy vs context length (mean over depths), one line per model."""
     fig, (ax,) = _axes("Passkey retrieval", "context length (tokens)", "accuracy", logy=False)
@@ -178,7 +240,8 @@ def decode_latency(decode: pd.DataFrame):
 
 
 FIGURES = ("figure5_latency", "figure6_loss_vs_compute", "figure7_context_window",
-           "table2_perplexity", "distributed_bytes", "attention_graph", "passkey")
+           "table2_perplexity", "distributed_bytes", "attention_graph", "recall", "model_size",
+           "passkey")
 
 
 def draw_figures(tables: dict[str, pd.DataFrame]) -> dict:
@@ -191,5 +254,7 @@ def draw_figures(tables: dict[str, pd.DataFrame]) -> dict:
         "table2_perplexity": table2_perplexity(tables["table2_perplexity"]),
         "distributed_bytes": distributed_bytes(tables["distributed"]),
         "attention_graph": attention_graph(tables["attention_graph"]),
+        "recall": recall(tables["recall"]),
+        "model_size": model_size(tables["model_size"]),
         "passkey": passkey(tables["passkey"]),
     }

@@ -15,7 +15,7 @@ MAIN_COMMAND = "snakemake --cores 2"
 COLUMNS = {
     "variant": "the config's id of the attention variant (its registry name unless given an id)",
     "name": "registry name of the variant (baselines.available())",
-    "params": "the variant's params, JSON",
+    "params": "the variant's params, JSON (model_size: the model's parameter count)",
     "mode": "fwd / fwd+bwd (timings); native / blockwise_causal (which attention evaluated)",
     "train_len": "training sequence length (tokens)",
     "eval_len": "evaluation sequence length (tokens)",
@@ -45,7 +45,23 @@ COLUMNS = {
     "tokens_per_s": "training throughput",
     "wall_s": "training wall time so far",
     "mfu": "model FLOP utilisation against the measured matmul rate",
-    "seed": "seed of the model (training)",
+    "seed": "training seed of the model (initialisation and data order)",
+    "statistic": "seed: one trained model; mean: the aggregate over a cell's seeds",
+    "perplexity_mean": "exp(mean test loss over seeds): the geometric mean perplexity",
+    "ci_low": "lower end of the 95% Student-t interval over seeds (perplexity: of the loss, exponentiated)",
+    "ci_high": "upper end of that interval",
+    "n_seeds": "seeds in the aggregate",
+    "claim": "the paper's claim tested",
+    "better": "the variant the claim says is better (lower loss)",
+    "worse": "the variant it is compared with",
+    "train_len_better": "training length of the better-claimed model",
+    "train_len_worse": "training length of the other model",
+    "n": "seeds paired (seed s of one model against seed s of the other)",
+    "mean_diff": "mean over seeds of (worse - better): test loss in nats/token (claims) or accuracy",
+    "p_value": "two-sided paired t-test p-value of the differences",
+    "verdict": "holds (95% interval above 0), does not hold (below 0), cannot tell (contains 0)",
+    "paper_better": "the paper's perplexity for the better-claimed cell",
+    "paper_worse": "the paper's perplexity for the other cell",
     "passkey_seed": "seed of the random keys",
     "split": "corpus split evaluated",
     "depth": "where the key sits, as a fraction of the prompt",
@@ -97,6 +113,17 @@ COLUMNS = {
     "oversubscription": "ranks per core in the measured run",
     "distance": "d: how far back the target token is",
     "layers": "attention layers needed to reach it (empty: unreachable)",
+    "layers_to_reach": "attention layers the variant's pattern needs to reach that distance (attention graph at the benchmark's length and heads; empty: unreachable)",
+    "n_layer": "layers of the trained model",
+    "fit_exponent": "alpha of the power law loss = fit_coefficient * params^-alpha, fitted to the seed means of this registry name",
+    "fit_coefficient": "the power law's coefficient",
+    "n_sizes": "model sizes in the fit",
+    "d_model": "width of the trained model",
+    "n_head": "heads of the trained model",
+    "attention_flops": "causal attention FLOPs of one layer at seq_len (what flop_match equalises)",
+    "steps": "optimizer steps trained",
+    "final_loss": "training loss at the last step",
+    "train_s": "wall time of the training (seconds)",
     "git_commit": "code version (-dirty: uncommitted changes)",
     "torch_version": "torch version",
     "date": "when the row was made (UTC)",
@@ -109,13 +136,16 @@ def caption(captions_dir, kind: str, name: str) -> str:
 
 
 def table2_markdown(table2: pd.DataFrame) -> str:
-    """Ours and the paper's perplexity side by side: a row per model, a column per eval length."""
+    """Ours (mean over seeds and its 95% interval) and the paper's perplexity side by side: a
+    row per model, a column per eval length."""
     if table2.empty:
         return "(no perplexity evaluations in this run)"
+    table2 = table2[table2["statistic"] == "mean"]
     blockwise = table2.get("mode", pd.Series("", index=table2.index)) == "blockwise_causal"
     cell = table2.assign(value=[
-        f"{p:.2f}" + ("†" if b else "") + (f" ({q:.2f})" if pd.notna(q) else "")
-        for p, q, b in zip(table2["perplexity"], table2["paper_perplexity"], blockwise)])
+        f"{p:.2f} [{lo:.2f}, {hi:.2f}]" + ("†" if b else "") + (f" ({q:.2f})" if pd.notna(q) else "")
+        for p, lo, hi, q, b in zip(table2["perplexity_mean"], table2["ci_low"], table2["ci_high"],
+                                   table2["paper_perplexity"], blockwise)])
     wide = cell.pivot_table(index=["variant", "train_len"], columns="eval_len", values="value",
                             aggfunc="first").reset_index()
     header = ["variant", "train len"] + [f"eval {c}" for c in wide.columns[2:]]
@@ -125,6 +155,21 @@ def table2_markdown(table2: pd.DataFrame) -> str:
     if blockwise.any():
         lines += ["", "† evaluated with blockwise causal attention beyond the training length, "
                       "as the paper did for the vanilla Transformer."]
+    return "\n".join(lines)
+
+
+def claims_markdown(claims: pd.DataFrame) -> str:
+    """One line per tested claim and cell: the verdict, the paired difference and its interval."""
+    if claims.empty:
+        return "(no claims could be tested in this run)"
+    lines = ["| claim | better | worse | eval len | loss diff [95% CI] | p | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for c in claims.itertuples(index=False):
+        lines.append(f"| {c.claim} | {c.better} L{c.train_len_better} | {c.worse} "
+                     f"L{c.train_len_worse} | {c.eval_len} | {c.mean_diff:+.4f} "
+                     f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] | {c.p_value:.3g} | {c.verdict} |")
+    lines += ["", "loss diff = test loss of `worse` minus `better` (nats/token), paired by seed: "
+                  "positive supports the claim. Verdict from the 95% interval (analysis.stats)."]
     return "\n".join(lines)
 
 
@@ -145,7 +190,14 @@ def results_readme(tables: dict[str, pd.DataFrame], figures: list[str], captions
         "",
         "## Table 2: test perplexity, ours (paper's in parentheses, lengths scaled)",
         "",
+        "Mean over training seeds [95% t interval over seeds]; per-seed rows in "
+        "`tables/table2_perplexity.csv`.",
+        "",
         table2_markdown(tables.get("table2_perplexity", pd.DataFrame())),
+        "",
+        "## The paper's claims, decided over seeds (`tables/claims.csv`)",
+        "",
+        claims_markdown(tables.get("claims", pd.DataFrame())),
         "",
         "## Figures (rule `figures`)",
         "",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,8 +21,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from analysis.stats import paired_test, t_interval
+
 INPUT_KINDS = ("profile", "perplexity", "context_window", "passkey", "compute_curve",
-               "metrics", "distributed", "projected", "attention_graph")
+               "metrics", "distributed", "projected", "attention_graph", "recall")
 
 # Fit latency exponents only where the kernels dominate: tiny lengths measure call overhead.
 MIN_FIT_LEN = 2048
@@ -69,6 +72,7 @@ NUMERIC = {
     "distributed": ("world_size", "seq_len"),
     "projected": (),
     "attention_graph": (),
+    "recall": ("distance", "seq_len", "accuracy", "seed"),
 }
 
 
@@ -184,13 +188,29 @@ def scaling_exponents(latency: pd.DataFrame, variants, min_len: int = MIN_FIT_LE
     return table[columns].sort_values(["mode", "variant"], ignore_index=True)
 
 
+TABLE2_FIRST = ["variant", "train_len", "eval_len", "statistic", "seed", "perplexity",
+                "perplexity_mean", "ci_low", "ci_high", "n_seeds", "paper_model",
+                "paper_train_len", "paper_eval_len", "paper_perplexity"]
+MODEL_KEYS = ["variant", "train_len", "eval_len"]
+
+
+def seed_mean(rows: pd.DataFrame) -> dict:
+    """One model cell's seeds -> perplexity_mean (geometric: exp of the mean test loss), its 95%
+    t interval (the loss interval exponentiated: analysis.stats) and n_seeds."""
+    mean, low, high = t_interval(rows["loss"])
+    return dict(perplexity_mean=math.exp(mean), ci_low=math.exp(low), ci_high=math.exp(high),
+                loss=mean, n_seeds=rows["seed"].nunique())
+
+
 def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.DataFrame:
-    """Table 2: our perplexity per (variant, train_len, eval_len, mode) with the paper's value for
-    the same model at the same lengths scaled by paper_len_scale (NaN where the paper has none)."""
+    """Table 2: our perplexity per (variant, train_len, eval_len) with the paper's value for the
+    same model at the same lengths scaled by paper_len_scale (NaN where the paper has none).
+
+    One row per seed (statistic "seed": seed, perplexity, loss, ...) and one aggregate row per
+    cell (statistic "mean": perplexity_mean, ci_low, ci_high of the 95% t interval over seeds,
+    n_seeds; seed and perplexity empty). See analysis.stats for the interval."""
     if perplexity.empty:
-        return pd.DataFrame(columns=["variant", "train_len", "eval_len", "perplexity",
-                                     "paper_model", "paper_train_len", "paper_eval_len",
-                                     "paper_perplexity"])
+        return pd.DataFrame(columns=TABLE2_FIRST)
     info = variant_info(variants)[["variant", "paper_model"]]
     df = perplexity.drop(columns=["paper_model"], errors="ignore").merge(info, on="variant",
                                                                           how="left")
@@ -198,21 +218,112 @@ def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.D
     df["paper_eval_len"] = df["eval_len"] * paper_len_scale
     df = df.merge(paper_table2(), on=["paper_model", "paper_train_len", "paper_eval_len"],
                   how="left")
-    first = ["variant", "train_len", "eval_len", "perplexity", "paper_model", "paper_train_len",
-             "paper_eval_len", "paper_perplexity"]
-    df = df[first + [c for c in df.columns if c not in first]]
-    return df.sort_values(["variant", "train_len", "eval_len"], ignore_index=True)
+    df["statistic"] = "seed"
+    shared = ["mode", "paper_model", "paper_train_len", "paper_eval_len", "paper_perplexity",
+              "tokens_evaluated", "split"]
+    means = [dict(zip(MODEL_KEYS, key), statistic="mean",
+                  **{c: rows[c].iloc[0] for c in shared if c in rows}, **seed_mean(rows))
+             for key, rows in df.groupby(MODEL_KEYS)]
+    df = pd.concat([df, pd.DataFrame(means)], ignore_index=True)
+    df = df[[c for c in TABLE2_FIRST if c in df] + [c for c in df.columns if c not in TABLE2_FIRST]]
+    return df.sort_values([*MODEL_KEYS, "statistic", "seed"], ignore_index=True)
+
+
+def claims(table: pd.DataFrame, variants) -> pd.DataFrame:
+    """The paper's Table 2 claims, each decided by a paired t-test over seeds on the test loss
+    (analysis.stats.paired_test; seed s of one model against seed s of the other):
+
+    - LongNet beats the Sparse Transformer (sparse_fixed) at every equal training length and
+      evaluation length;
+    - LongNet beats the vanilla Transformer at evaluation lengths beyond vanilla's training length;
+    - LongNet trained on the longest length beats LongNet trained on the shortest, at the longest
+      evaluation length (the paper: longer training sequences help).
+
+    Columns: claim, better, worse (variant ids), train_len_better, train_len_worse, eval_len, n,
+    mean_diff (loss of worse minus better, nats/token), ci_low, ci_high, p_value, verdict, and
+    the paper's perplexities for the two cells (paper_better, paper_worse)."""
+    columns = ["claim", "better", "train_len_better", "worse", "train_len_worse", "eval_len", "n",
+               "mean_diff", "ci_low", "ci_high", "p_value", "verdict", "paper_better",
+               "paper_worse"]
+    seeds = table[table["statistic"] == "seed"] if len(table) else table
+    if seeds.empty:
+        return pd.DataFrame(columns=columns)
+    name = dict(zip(variant_info(variants)["variant"], variant_info(variants)["name"]))
+    by_name = {}
+    for vid in seeds["variant"].unique():
+        by_name.setdefault(name.get(vid), []).append(vid)
+    cells = {key: rows.set_index("seed") for key, rows in seeds.groupby(MODEL_KEYS)}
+    rows = []
+
+    def compare(claim, better, worse):
+        a, b = cells.get(better), cells.get(worse)
+        if a is None or b is None:
+            return
+        common = sorted(set(a.index) & set(b.index))
+        result = paired_test(a.loc[common, "loss"], b.loc[common, "loss"])
+        rows.append(dict(claim=claim, better=better[0], train_len_better=better[1],
+                         worse=worse[0], train_len_worse=worse[1], eval_len=better[2], **result,
+                         paper_better=a["paper_perplexity"].iloc[0],
+                         paper_worse=b["paper_perplexity"].iloc[0]))
+
+    for ln in by_name.get("longnet", []):
+        ln_lens = sorted(seeds.loc[seeds["variant"] == ln, "train_len"].unique())
+        evals = sorted(seeds.loc[seeds["variant"] == ln, "eval_len"].unique())
+        for sp in by_name.get("sparse_fixed", []):
+            for n in ln_lens:
+                for e in evals:
+                    compare("longnet beats sparse_fixed at equal lengths", (ln, n, e), (sp, n, e))
+        for va in by_name.get("vanilla", []):
+            for m in seeds.loc[seeds["variant"] == va, "train_len"].unique():
+                for n in ln_lens:
+                    for e in (e for e in evals if e > m):
+                        compare("longnet beats vanilla beyond vanilla's training length",
+                                (ln, n, e), (va, m, e))
+        if len(ln_lens) > 1:
+            compare("longer training length helps longnet at the longest evaluation",
+                    (ln, ln_lens[-1], evals[-1]), (ln, ln_lens[0], evals[-1]))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def model_size(table: pd.DataFrame, variants, params: dict, train_len: int | None) -> pd.DataFrame:
+    """Figure 7 (left): test loss against model parameters. One row per trained model (variant
+    entry, seed) at training length `train_len`, evaluated at that length: variant, name, params,
+    loss, perplexity, seed; with, per registry name of >= 3 sizes, the power law fitted to the
+    seed-mean losses, loss = fit_coefficient * params ** -fit_exponent (least squares in log-log)."""
+    columns = ["variant", "name", "params", "loss", "perplexity", "seed", "train_len", "eval_len",
+               "fit_exponent", "fit_coefficient", "n_sizes"]
+    if table.empty or train_len is None:
+        return pd.DataFrame(columns=columns)
+    rows = table[(table["statistic"] == "seed") & (table["train_len"] == train_len)
+                 & (table["eval_len"] == train_len) & table["variant"].isin(params)].copy()
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    rows["name"] = rows["variant"].map(dict(zip(variant_info(variants)["variant"],
+                                                variant_info(variants)["name"])))
+    rows["params"] = rows["variant"].map(params)
+    fits = {}
+    for name, group in rows.groupby("name"):
+        means = group.groupby("params")["loss"].mean()
+        if len(means) >= 3:
+            slope, intercept = np.polyfit(np.log(means.index), np.log(means.values), 1)
+            fits[name] = (-slope, math.exp(intercept), len(means))
+        else:
+            fits[name] = (math.nan, math.nan, len(means))
+    rows["fit_exponent"] = rows["name"].map(lambda n: fits[n][0])
+    rows["fit_coefficient"] = rows["name"].map(lambda n: fits[n][1])
+    rows["n_sizes"] = rows["name"].map(lambda n: fits[n][2])
+    return rows[columns].sort_values(["name", "params", "seed"], ignore_index=True)
 
 
 def with_train_len(paths, kind: str | None = None, expect: dict | None = None) -> pd.DataFrame:
-    """Training outputs carry their model in the path: .../train/<variant>/L<train_len>/<file>.
-    kind, expect: as read_csvs."""
+    """Training outputs carry their model in the path:
+    .../train/<variant>/L<train_len>/s<seed>/<file>. kind, expect: as read_csvs."""
     frames = []
     for p in map(str, paths):
         df = read_csv(p) if expect is None else read_csvs([p], kind, {p: expect.get(p)})
         if len(df):
             parts = Path(p).parts
-            df["variant"], df["train_len"] = parts[-3], int(parts[-2][1:])
+            df["variant"], df["train_len"], df["seed"] = parts[-4], int(parts[-3][1:]), int(parts[-2][1:])
             frames.append(df)
     missing = sorted(set(expect or {}) - set(map(str, paths)))
     if missing:
@@ -221,13 +332,18 @@ def with_train_len(paths, kind: str | None = None, expect: dict | None = None) -
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-TABLES = ("table1_scaling", "table2_perplexity", "latency", "latency_projected", "distributed",
-          "loss_vs_compute", "training", "context_window", "passkey", "attention_graph")
+TABLES = ("table1_scaling", "table2_perplexity", "claims", "latency", "latency_projected", "distributed",
+          "loss_vs_compute", "training", "context_window", "passkey", "attention_graph",
+          "recall", "model_size")
 
 
 def build_tables(inputs: dict, variants, paper_len_scale: int = 1,
-                 expect: dict | None = None) -> dict[str, pd.DataFrame]:
+                 expect: dict | None = None, model_params: dict | None = None,
+                 model_size_len: int | None = None) -> dict[str, pd.DataFrame]:
     """Every tidy table, by name (the file name under results/tables/).
+
+    model_params: variant id -> parameters of its model; model_size_len: the training length of
+    the model-size table (None: no such table).
 
     expect: input kind -> path -> what the file must hold (read_checked); the pipeline passes
     what its configuration implies, so a missing, empty, cut or incomplete input is refused
@@ -242,9 +358,11 @@ def build_tables(inputs: dict, variants, paper_len_scale: int = 1,
     read = {kind: read_csvs(inputs.get(kind, []), kind, None if expect is None else expect[kind])
             for kind in INPUT_KINDS if kind not in ("compute_curve", "metrics")}
     latency = read["profile"]
+    perplexity = table2(read["perplexity"], variants, paper_len_scale)
     return {
         "table1_scaling": scaling_exponents(latency, variants),
-        "table2_perplexity": table2(read["perplexity"], variants, paper_len_scale),
+        "table2_perplexity": perplexity,
+        "claims": claims(perplexity, variants),
         "latency": latency,
         "latency_projected": read["projected"],
         "distributed": read["distributed"],
@@ -255,4 +373,6 @@ def build_tables(inputs: dict, variants, paper_len_scale: int = 1,
         "context_window": read["context_window"],
         "passkey": read["passkey"],
         "attention_graph": read["attention_graph"],
+        "recall": read["recall"],
+        "model_size": model_size(perplexity, variants, model_params or {}, model_size_len),
     }

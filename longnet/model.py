@@ -34,9 +34,12 @@ POSITIONS = ("xpos", "rotary", "none")
 
 # Named sizes. "base" is the paper's (12 layers, 768 wide, 12 heads, FFN 3072: ~85M non-embedding
 # parameters). "tiny" trains in minutes on 2 CPU cores; "small" is a step up for a GPU or patience.
+# Every size has 12 heads or more, the paper's count for its largest dilation rate (12): head h
+# uses offset h mod r, so with fewer heads than r a branch's rows at offsets >= heads are never
+# attended. tiny keeps the paper's 12 heads at head_dim 8 (96 wide) to stay within a 2-core budget.
 SIZES = {
-    "tiny": dict(n_layer=4, d_model=128, n_head=4, d_ff=512),
-    "small": dict(n_layer=6, d_model=384, n_head=6, d_ff=1536),
+    "tiny": dict(n_layer=4, d_model=96, n_head=12, d_ff=384),
+    "small": dict(n_layer=6, d_model=384, n_head=12, d_ff=1536),
     "base": dict(n_layer=12, d_model=768, n_head=12, d_ff=3072),
 }
 

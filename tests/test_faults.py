@@ -129,7 +129,7 @@ def test_good_configurations_pass_and_keep_their_values():
 
 def test_per_head_params_are_checked_at_the_models_head_count():
     """Longformer's per-head dilation list fits profile.heads (2) but not the model's 4 heads."""
-    config = broken({"training.model_overrides.n_head": 4,
+    config = broken({"training.model_overrides.n_head": 4, "attention_graph.heads": 2,
                      "variants.0.name": "longformer",
                      "variants.0.params": {"window": 4, "dilation": [1, 2]}})
     with pytest.raises(ConfigError, match=r"variants\[0\]\.params.*4 heads, the model's n_head"):

@@ -1,12 +1,13 @@
-"""The recall task: every answer is the value of the key exactly `distance` positions back."""
+"""The recall task: every answer is the value bound to the query's key exactly `distance` back."""
 import pytest
 import torch
 
-from longnet.recall import RecallTask, recall_accuracy
+from longnet.model import LanguageModel, ModelConfig
+from longnet.recall import RecallTask, recall_accuracy, train_recall
 
 
-@pytest.mark.parametrize("distance", [2, 3, 17, 100, 126])
-def test_every_answer_is_the_value_distance_back(distance):
+@pytest.mark.parametrize("distance", [1, 2, 17, 100, 127])
+def test_every_answer_is_the_value_bound_distance_back(distance):
     task = RecallTask(seq_len=128, pairs=6, keys=16, values=16, filler=8)
     tokens, targets = task.batch(20, distance, torch.Generator().manual_seed(distance))
     assert tokens.shape == targets.shape == (20, 128)
@@ -14,13 +15,18 @@ def test_every_answer_is_the_value_distance_back(distance):
     for row in range(20):
         answers = (targets[row] != -100).nonzero().flatten().tolist()
         assert answers  # at least one pair fits
-        keys = tokens[row, [t - distance for t in answers]]
-        assert torch.equal(keys, tokens[row, answers])  # the query repeats the key
-        assert torch.equal(targets[row, answers], tokens[row, [t - distance + 1 for t in answers]])
-        assert len(set(keys.tolist())) == len(answers)  # distinct keys: one answer each
-        assert ((keys >= 1) & (keys <= task.keys)).all()
-        values = targets[row, answers]
-        assert ((values > task.keys) & (values <= task.keys + task.values)).all()
+        queries = tokens[row, answers] - task.first_query
+        assert ((queries >= 0) & (queries < task.keys)).all()  # the answer positions hold queries
+        assert len(set(queries.tolist())) == len(answers)  # distinct keys: one answer each
+        values = targets[row, answers] - task.first_value
+        assert ((values >= 0) & (values < task.values)).all()
+        bound = tokens[row, [t - distance for t in answers]]
+        assert torch.equal(bound, task.pair_token(queries, values))  # pair(k, v), distance back
+        # the key appears nowhere else as a pair or query token: the answer is unambiguous
+        pair_tokens = tokens[row][(tokens[row] >= 1) & (tokens[row] < task.first_query)]
+        assert len(pair_tokens) == len(answers)
+        query_tokens = tokens[row][(tokens[row] >= task.first_query) & (tokens[row] < task.first_value)]
+        assert len(query_tokens) == len(answers)
 
 
 def test_bad_tasks_and_distances_are_refused():
@@ -28,16 +34,34 @@ def test_bad_tasks_and_distances_are_refused():
         RecallTask(seq_len=16, pairs=8)
     with pytest.raises(ValueError, match="seq_len"):
         RecallTask(seq_len=0)
-    with pytest.raises(ValueError, match=r"distance=200 is invalid; allowed: 2 \.\. 126"):
+    with pytest.raises(ValueError, match=r"distance=200 is invalid; allowed: 1 \.\. 127"):
         RecallTask(seq_len=128).batch(1, 200, torch.Generator())
 
 
-def test_accuracy_of_a_model_that_copies_the_answer_is_one():
+def test_accuracy_of_a_model_that_reads_the_bound_value_is_one():
     task = RecallTask(seq_len=64, pairs=4, keys=8, values=8, filler=8)
 
-    class Oracle(torch.nn.Module):  # looks `distance` back and returns the next token, one-hot
+    class Oracle(torch.nn.Module):  # reads the pair token 9 back and answers its value, one-hot
         def forward(self, tokens):
-            shifted = torch.roll(tokens, shifts=-1 + 9, dims=1)  # token at t - 9 + 1
-            return torch.nn.functional.one_hot(shifted, task.vocab_size).float()
+            pair = torch.roll(tokens, shifts=9, dims=1)  # token at t - 9
+            value = (pair - 1) % task.values + task.first_value
+            return torch.nn.functional.one_hot(value, task.vocab_size).float()
 
     assert recall_accuracy(Oracle(), task, distance=9, n=16) == 1.0
+    assert recall_accuracy(Oracle(), task, distance=10, n=16) < 0.5
+
+
+def test_training_lowers_the_loss_and_is_seeded():
+    task = RecallTask(seq_len=16, pairs=2, keys=4, values=4, filler=4)
+
+    def run():
+        torch.manual_seed(0)
+        model = LanguageModel(ModelConfig(vocab_size=task.vocab_size, n_layer=1, d_model=16,
+                                          n_head=2, d_ff=32, max_seq_len=16))
+        return train_recall(model, task, steps=30, batch=16, lr=1e-2, warmup=2, seed=3)
+
+    first, second = run(), run()
+    assert [r["loss"] for r in first] == [r["loss"] for r in second]
+    assert sum(r["loss"] for r in first[-5:]) < sum(r["loss"] for r in first[:5])
+    with pytest.raises(ValueError, match="multiple of parts"):
+        train_recall(None, task, steps=1, batch=6, lr=1e-3, warmup=0, seed=0)

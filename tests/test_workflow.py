@@ -1,6 +1,7 @@
 """The Snakemake pipeline: lint, dry runs of every configuration, refused configurations, a new
 variant growing the DAG, and the smoke configuration run end to end after a kill mid-training."""
 import json
+import math
 import os
 import re
 import signal
@@ -58,8 +59,10 @@ def test_lint_is_clean():
 
 def expected_jobs(config: dict) -> dict[str, int]:
     """Jobs per rule that a configuration implies."""
-    models = sum(len(v.get("train_lens", [])) for v in config["variants"])
-    return dict(train=models, evaluate=models,
+    seeds = len(config.get("seeds", [0]))
+    models = sum(len(v.get("train_lens", [])) for v in config["variants"]) * seeds
+    recall = len(config["recall"]["variants"]) * seeds if "recall" in config else 0
+    return dict(train=models, evaluate=models, recall=recall,
                 profile=sum(v.get("profile", True) for v in config["variants"]),
                 attention_graph=len(config["variants"]),
                 sequence_parallel=len(config["distributed"]["world_sizes"]),
@@ -126,9 +129,11 @@ def test_adding_a_variant_module_grows_the_dag(tmp_path):
     run = snakemake("-n", "--configfile", str(grown), cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     jobs, before = job_counts(run.stdout), expected_jobs(SMOKE)
-    for rule in ("train", "evaluate", "profile", "attention_graph"):
-        assert jobs[rule] == before[rule] + 1, rule
-    for output in ("train/my_attention/L32/checkpoint.pt", "eval/my_attention/L32/perplexity.csv",
+    seeds = len(SMOKE["seeds"])
+    for rule, more in (("train", seeds), ("evaluate", seeds), ("profile", 1), ("attention_graph", 1)):
+        assert jobs[rule] == before[rule] + more, rule
+    for output in ("train/my_attention/L32/s0/checkpoint.pt",
+                   "eval/my_attention/L32/s1/perplexity.csv",
                    "profile/my_attention.csv", "attention_graph/my_attention.csv"):
         assert f"{WORK}/{output}" in run.stdout
 
@@ -151,12 +156,12 @@ def smoke_run(tmp_path_factory):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     deadline = time.time() + 240
-    while not list(root.glob(f"{WORK}/train/*/L*/state-*/checkpoint_last.pt")):
+    while not list(root.glob(f"{WORK}/train/*/L*/s*/state-*/checkpoint_last.pt")):
         assert first.poll() is None, "the smoke run ended before any training checkpoint"
         assert time.time() < deadline, "no training checkpoint appeared"
         time.sleep(0.05)
     killed_in = [p.parent.parent for p in  # the model directories
-                 root.glob(f"{WORK}/train/*/L*/state-*/checkpoint_last.pt")]
+                 root.glob(f"{WORK}/train/*/L*/s*/state-*/checkpoint_last.pt")]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert first.poll() is not None  # no run is alive: only then is --unlock safe
@@ -194,10 +199,17 @@ def test_smoke_run_writes_every_declared_output_and_each_parses(smoke_run):
             assert path.read_text().strip(), path
     tables = root / RESULTS / "tables"
     for name in ("table1_scaling", "table2_perplexity", "latency", "distributed",
-                 "loss_vs_compute", "context_window", "passkey"):
+                 "loss_vs_compute", "context_window", "passkey", "claims", "recall"):
         assert len(pd.read_csv(tables / f"{name}.csv")) > 0, name
     table2 = pd.read_csv(tables / "table2_perplexity.csv")
-    assert {"variant", "train_len", "eval_len", "perplexity", "paper_perplexity"} <= set(table2)
+    assert {"variant", "train_len", "eval_len", "perplexity", "paper_perplexity", "seed",
+            "statistic", "perplexity_mean", "ci_low", "ci_high", "n_seeds"} <= set(table2)
+    means = table2[table2["statistic"] == "mean"]
+    assert (means["n_seeds"] == len(SMOKE["seeds"])).all()
+    assert set(table2.loc[table2["statistic"] == "seed", "seed"]) == set(SMOKE["seeds"])
+    recall = pd.read_csv(tables / "recall.csv")
+    assert set(recall["seed"]) == set(SMOKE["seeds"])
+    assert set(recall["distance"]) == set(SMOKE["recall"]["distances"])
     latency = pd.read_csv(tables / "latency.csv")
     assert {"variant", "seq_len", "mode", "device", "dtype", "median_ms", "peak_mem_bytes",
             "status"} <= set(latency)
@@ -276,10 +288,12 @@ def test_scaling_exponents_use_time_per_sequence_at_a_constant_token_budget():
 def test_table2_puts_the_papers_value_beside_ours_at_scaled_lengths():
     from analysis.tables import table2
 
-    ours = pd.DataFrame([dict(variant="longnet", train_len=512, eval_len=e, perplexity=p)
+    ours = pd.DataFrame([dict(variant="longnet", train_len=512, eval_len=e, perplexity=p,
+                              loss=math.log(p), seed=0)
                          for e, p in ((128, 9.0), (512, 8.0), (2048, 7.5), (4096, 7.4))])
     variants = [dict(name="longnet", paper_model="LongNet")]
-    table = table2(ours, variants, paper_len_scale=16).set_index("eval_len")
+    table = table2(ours, variants, paper_len_scale=16)
+    table = table[table["statistic"] == "seed"].set_index("eval_len")
     assert table.loc[128, "paper_perplexity"] == 4.23  # LongNet 8K at 2K
     assert table.loc[512, "paper_perplexity"] == 3.24
     assert table.loc[2048, "paper_perplexity"] == 3.36
@@ -301,7 +315,7 @@ def test_a_damaged_input_fails_the_aggregation_and_keeps_the_previous_tables(smo
     root, config, _ = smoke_run
     tables = root / RESULTS / "tables"
     before = {p.name: p.read_bytes() for p in tables.glob("*.csv")}
-    victim = next(root.glob(f"{WORK}/eval/*/L*/perplexity.csv"))
+    victim = next(root.glob(f"{WORK}/eval/*/L*/s*/perplexity.csv"))
     text = victim.read_text()
     victim.write_text(text[:len(text) - 20])
     run = snakemake("--cores", "2", "--configfile", config, cwd=root)

@@ -120,9 +120,10 @@ def estimate(rule: str, config, device: str, local: bool, world_size: int | None
                 "runtime": _minutes(flops, config, device, nproc), "gpu": nproc if cuda else 0}
     if rule in ("evaluate", "samples"):
         ev = config["evaluation"]
-        longest = max(ev["eval_lens"] + ev["passkey"]["context_lens"])
-        tokens = ev["max_tokens"] * len(ev["eval_lens"]) + ev["passkey"]["trials"] * sum(ev["passkey"]["context_lens"]) \
-            * len(ev["passkey"]["depths"]) + ev["context_window"]["n_windows"] * max(ev["context_window"]["prompt_lens"] + [longest])
+        pk = ev.get("passkey", {"context_lens": [], "trials": 0, "depths": []})  # optional section
+        longest = max(ev["eval_lens"] + pk["context_lens"])
+        tokens = ev["max_tokens"] * len(ev["eval_lens"]) + pk["trials"] * sum(pk["context_lens"]) \
+            * len(pk["depths"]) + ev["context_window"]["n_windows"] * max(ev["context_window"]["prompt_lens"] + [longest])
         return {"threads": threads, "mem_mb": _process_mb(config, longest, False, device),
                 "runtime": _minutes(2 * parameters(config) * tokens, config, device), "gpu": 1 if cuda else 0}
     if rule == "profile":

@@ -165,13 +165,33 @@ def job_spec(variant: dict, train_len: int) -> dict:
             "train_len": train_len, "id": variant["id"]}
 
 
-def train_config(config: dict, variant: dict, train_len: int, device: str) -> dict:
-    """longnet.train's TrainConfig for one model: the config's training section plus the job."""
+def train_config(config: dict, variant: dict, train_len: int, device: str, seed: int) -> dict:
+    """longnet.train's TrainConfig for one model: the config's training section plus the job
+    (seed: one of the config's training seeds, which sets initialisation and data order)."""
     spec = job_spec(variant, train_len)
     cfg = {key: value for key, value in config["training"].items() if key not in LAUNCH}
     cfg.update(attention=spec["variant"], attention_params=spec["params"],
-               seq_len=spec["train_len"], seed=config["seed"], device=device, progress=False)
+               seq_len=spec["train_len"], seed=seed, device=device, progress=False)
+    if variant.get("model_overrides"):  # this entry's own model size (the model-size study)
+        cfg["model_overrides"] = {**cfg.get("model_overrides", {}), **variant["model_overrides"]}
     return cfg
+
+
+def model_params(config: dict, variants: dict) -> dict:
+    """Parameters of each variant entry's trained model (built on the meta device: no memory)."""
+    import torch
+
+    from longnet.model import LanguageModel
+    from longnet.train import TrainConfig
+    counts = {}
+    for vid, variant in variants.items():
+        if not variant["train_lens"]:
+            continue
+        cfg = train_config(config, variant, variant["train_lens"][0], "cpu", config["seeds"][0])
+        model_cfg = TrainConfig.from_dict(cfg).model_config(vocab_size(config["data"]["tokenizer"]))
+        with torch.device("meta"):
+            counts[vid] = LanguageModel(model_cfg).num_params()
+    return counts
 
 
 def _training_key(config, message: str, variant_key: str, params_key: str) -> str:
@@ -200,6 +220,28 @@ def vocab_size(tokenizer: str) -> int:
     return ByteTokenizer.vocab_size if tokenizer == "byte" else 100_277
 
 
+def check_offsets_covered(name: str, params: dict, heads: int, seq_len: int, key: str,
+                          allow_key: str, job: str) -> None:
+    """A dilated schedule trained with fewer heads than a branch's rate leaves that branch's rows
+    at offsets heads..r-1 of every segment out of every head (head h uses offset h mod r): they
+    are never a query or a key of that branch. Refused unless the variant entry says
+    allow_uncovered_offsets: true."""
+    if name != "longnet":
+        return
+    from longnet.schedule import PAPER_SCHEDULE, DilatedSchedule
+    schedule = DilatedSchedule(params.get("segment_lengths", PAPER_SCHEDULE.segment_lengths),
+                               params.get("dilation_rates", PAPER_SCHEDULE.dilation_rates))
+    uncovered = schedule.uncovered_fraction(heads, seq_len)
+    if any(uncovered):
+        per_branch = ", ".join(f"(w={w}, r={r}): {u:.0%}" for w, r, u in zip(
+            schedule.segment_lengths, schedule.dilation_rates, uncovered) if u)
+        raise ConfigError(key, f"the model's {heads} heads leave offsets of the LongNet schedule "
+                          f"uncovered at train_len {seq_len} (job {job}); rows never attended "
+                          f"by any head, per branch: {per_branch}. Use heads >= the largest "
+                          f"rate ({max(schedule.dilation_rates)}), rates <= heads, or set "
+                          f"{allow_key}: true to train it anyway")
+
+
 def check_training(config, variants: dict, device: str) -> None:
     """Every training job's TrainConfig, model and attention, as the job builds them."""
     import baselines
@@ -216,7 +258,7 @@ def check_training(config, variants: dict, device: str) -> None:
         variant_key = f"variants[{i}]"
         for j, train_len in enumerate(variant["train_lens"]):
             job = f"{variant['id']} at train_len {train_len}"
-            cfg = train_config(config, variant, train_len, device)
+            cfg = train_config(config, variant, train_len, device, config["seeds"][0])
             params_key = (f"{variant_key}.train_params[{j}]" if variant["train_params"][j]
                           else f"{variant_key}.params")
             try:
@@ -227,6 +269,10 @@ def check_training(config, variants: dict, device: str) -> None:
                                   f"{error} (job {job})") from None
             check_builds(baselines, model_cfg.attention, params_key, model_cfg.attention_params,
                          model_cfg.n_head, f"the model's n_head, job {job}")
+            if not variant["allow_uncovered_offsets"]:
+                check_offsets_covered(model_cfg.attention, model_cfg.attention_params,
+                                      model_cfg.n_head, train_len, params_key,
+                                      f"{variant_key}.allow_uncovered_offsets", job)
             try:
                 Block(model_cfg)  # one layer of the model: projections, positions, attention
             except (TypeError, ValueError) as error:
@@ -239,6 +285,97 @@ def check_training(config, variants: dict, device: str) -> None:
                                   f"a divisor of {sequences}")
 
 
+# ---- the recall benchmark ---------------------------------------------------------------------
+
+def flop_matched(baselines, name: str, params: dict, knob: str, target: float, seq_len: int,
+                 heads: int, head_dim: int, key: str) -> int:
+    """The value 1..seq_len of `knob` whose variant's causal attention FLOPs at seq_len are
+    nearest `target` (ties: the smaller value)."""
+    best = None
+    for value in range(1, seq_len + 1):
+        try:
+            attend = baselines.build(name, num_heads=heads, **{**params, knob: value})
+        except (TypeError, ValueError):
+            continue
+        gap = abs(attend.flops(seq_len, head_dim, causal=True) - target)
+        if best is None or gap < best[0]:
+            best = (gap, value)
+    if best is None:
+        raise ConfigError(key, f"no value 1..{seq_len} of {knob!r} builds variant {name!r}")
+    return best[1]
+
+
+def recall_variants(config: dict) -> dict:
+    """The recall benchmark's variants by id, params complete: each `flop_match` knob set so the
+    variant's attention FLOPs at recall.seq_len equal (as nearly as an integer allows) those of the
+    recall's longnet entry. Refused (ConfigError) as check_config refuses anything else."""
+    recall = config["recall"]
+    baselines = load_variant_registry(config)
+    model = recall["model"]
+    heads = model.get("n_head", 12)
+    head_dim = model["d_model"] // heads
+    seq_len = recall["seq_len"]
+    entries = {}
+    for i, entry in enumerate(recall["variants"]):
+        key = f"recall.variants[{i}]"
+        vid = entry.get("id", entry["name"])
+        if entry["name"] not in baselines.available():
+            raise ConfigError(f"{key}.name", f"unknown variant '{entry['name']}'",
+                              baselines.available())
+        if vid in entries:
+            raise ConfigError(f"{key}.id", f"duplicate id '{vid}' (give each entry a unique id)")
+        entries[vid] = dict(id=vid, name=entry["name"], params=dict(entry.get("params", {})),
+                            flop_match=entry.get("flop_match"), key=key)
+    longnets = [e for e in entries.values() if e["name"] == "longnet"]
+    if any(e["flop_match"] for e in entries.values()) and len(longnets) != 1:
+        raise ConfigError("recall.variants", "flop_match needs exactly one longnet entry to "
+                          f"match, found {len(longnets)}")
+    if longnets:
+        check_builds(baselines, "longnet", f"{longnets[0]['key']}.params",
+                     longnets[0]["params"], heads, "recall.model.n_head")
+        target = baselines.build("longnet", num_heads=heads, **longnets[0]["params"]).flops(
+            seq_len, head_dim, causal=True)
+        if not recall.get("allow_uncovered_offsets"):
+            check_offsets_covered("longnet", longnets[0]["params"], heads, seq_len,
+                                  f"{longnets[0]['key']}.params",
+                                  "recall.allow_uncovered_offsets", "recall")
+    for entry in entries.values():
+        if entry["flop_match"]:
+            entry["params"][entry["flop_match"]] = flop_matched(
+                baselines, entry["name"], entry["params"], entry["flop_match"], target, seq_len,
+                heads, head_dim, f"{entry['key']}.flop_match")
+        check_builds(baselines, entry["name"], f"{entry['key']}.params", entry["params"], heads,
+                     "recall.model.n_head")
+    return {vid: {k: v for k, v in e.items() if k in ("id", "name", "params", "flop_match")}
+            for vid, e in entries.items()}
+
+
+def check_recall(config) -> None:
+    """The recall section: a task that fits, distances it can place, a model and variants that
+    build (recall_variants)."""
+    recall = config.get("recall")
+    if not recall:
+        return
+    from longnet.model import ModelConfig
+    from longnet.recall import RecallTask
+    try:
+        task = RecallTask(seq_len=recall["seq_len"], **recall["task"])
+    except (TypeError, ValueError) as error:
+        raise ConfigError("recall.task", str(error)) from None
+    for d in recall["distances"]:
+        if not 2 <= d <= task.max_distance():
+            raise ConfigError("recall.distances", f"{d} cannot be placed in seq_len "
+                              f"{task.seq_len}", f"2 .. {task.max_distance()}")
+    if recall["batch"] % 4:
+        raise ConfigError("recall.batch", f"{recall['batch']} is not a multiple of 4 (a step "
+                          "holds 4 groups of one distance each)", "a multiple of 4")
+    try:
+        ModelConfig(vocab_size=task.vocab_size, max_seq_len=task.seq_len, **recall["model"])
+    except (TypeError, ValueError) as error:
+        raise ConfigError("recall.model", str(error)) from None
+    recall_variants(config)
+
+
 # ---- evaluation, data, distributed ------------------------------------------------------------
 
 def check_evaluation(config) -> None:
@@ -248,7 +385,7 @@ def check_evaluation(config) -> None:
             raise ConfigError("evaluation.eval_lens", f"{n} is longer than evaluation.max_tokens "
                               f"({evaluation['max_tokens']}): not one window would be scored",
                               f"lengths <= {evaluation['max_tokens']}")
-    if config["data"]["tokenizer"] == "byte":  # cl100k_base: checked by the job (needs tiktoken)
+    if config["data"]["tokenizer"] == "byte" and "passkey" in evaluation:  # cl100k_base: the job
         from longnet.data import ByteTokenizer
         from longnet.evaluate import passkey_prompt
         for n in evaluation["passkey"]["context_lens"]:
@@ -367,6 +504,7 @@ def check_config(config: dict, *, local: bool = True, dry_run: bool = False) -> 
     check_evaluation(config)
     check_data(config)
     check_distributed(config)
+    check_recall(config)
     if local:
         check_environment(config, dry_run)
     return variants
@@ -380,26 +518,32 @@ def expected_inputs(config: dict, variants: dict) -> dict:
     final_step = [config["training"]["steps"]]
     expect = {kind: {} for kind in ("profile", "perplexity", "context_window", "passkey",
                                     "compute_curve", "metrics", "distributed", "projected",
-                                    "attention_graph")}
+                                    "attention_graph", "recall")}
     for vid, variant in variants.items():
         expect["attention_graph"][f"{work}/attention_graph/{vid}.csv"] = {"variant": vid}
         if variant["profile"]:
             expect["profile"][f"{work}/profile/{vid}.csv"] = {
                 "variant": vid, "seq_len": profile["seq_lens"], "mode": profile["modes"]}
-        for n in variant["train_lens"]:
-            model = {"variant": vid, "train_len": n}
-            expect["perplexity"][f"{work}/eval/{vid}/L{n}/perplexity.csv"] = {
+        for n, seed in ((n, s) for n in variant["train_lens"] for s in config["seeds"]):
+            model = {"variant": vid, "train_len": n, "seed": seed}
+            expect["perplexity"][f"{work}/eval/{vid}/L{n}/s{seed}/perplexity.csv"] = {
                 **model, "eval_len": evaluation["eval_lens"]}
-            expect["context_window"][f"{work}/eval/{vid}/L{n}/context_window.csv"] = {
+            expect["context_window"][f"{work}/eval/{vid}/L{n}/s{seed}/context_window.csv"] = {
                 **model, "prompt_len": evaluation["context_window"]["prompt_lens"]}
-            expect["passkey"][f"{work}/eval/{vid}/L{n}/passkey.csv"] = {
-                **model, "context_len": evaluation["passkey"]["context_lens"],
-                "depth": evaluation["passkey"]["depths"]}
+            if "passkey" in evaluation:
+                expect["passkey"][f"{work}/eval/{vid}/L{n}/s{seed}/passkey.csv"] = {
+                    **model, "context_len": evaluation["passkey"]["context_lens"],
+                    "depth": evaluation["passkey"]["depths"]}
             for kind in ("compute_curve", "metrics"):
-                expect[kind][f"{work}/train/{vid}/L{n}/{kind}.csv"] = {"step": final_step}
+                expect[kind][f"{work}/train/{vid}/L{n}/s{seed}/{kind}.csv"] = {"step": final_step}
     for p in dist["world_sizes"]:
         lengths = dist.get("seq_lens") or [t * p for t in dist["tokens_per_rank"]]
         expect["distributed"][f"{work}/distributed/P{p}.csv"] = {"world_size": p,
                                                                   "seq_len": lengths}
     expect["projected"][f"{work}/distributed/projected.csv"] = {}
+    if config.get("recall"):
+        for vid in recall_variants(config):
+            for seed in config["seeds"]:
+                expect["recall"][f"{work}/recall/{vid}/s{seed}.csv"] = {
+                    "variant": vid, "seed": seed, "distance": config["recall"]["distances"]}
     return expect

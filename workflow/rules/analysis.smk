@@ -28,20 +28,23 @@ rule attention_graph:
 rule aggregate:
     input:
         profile=expand(f"{WORK}/profile/{{variant}}.csv", variant=PROFILED),
-        perplexity=trained_paths("{WORK}/eval/{variant}/L{train_len}/perplexity.csv"),
-        context_window=trained_paths("{WORK}/eval/{variant}/L{train_len}/context_window.csv"),
-        passkey=trained_paths("{WORK}/eval/{variant}/L{train_len}/passkey.csv"),
-        compute_curve=trained_paths("{WORK}/train/{variant}/L{train_len}/compute_curve.csv"),
-        metrics=trained_paths("{WORK}/train/{variant}/L{train_len}/metrics.csv"),
+        perplexity=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/perplexity.csv"),
+        context_window=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/context_window.csv"),
+        passkey=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/passkey.csv") if PASSKEY else [],
+        compute_curve=trained_paths("{WORK}/train/{variant}/L{train_len}/s{seed}/compute_curve.csv"),
+        metrics=trained_paths("{WORK}/train/{variant}/L{train_len}/s{seed}/metrics.csv"),
         distributed=rules.project_latency.input.measured,
         projected=rules.project_latency.output,
         attention_graph=expand(f"{WORK}/attention_graph/{{variant}}.csv", variant=list(VARIANTS)),
+        recall=recall_paths(),
     output:
         **{name: f"{WORK}/tables/{name}.csv" for name in TABLES},
     params:
         variants=list(VARIANTS.values()),
         paper_len_scale=config["paper_len_scale"],
         expect=pipeline_config.expected_inputs(config, VARIANTS),
+        model_params=pipeline_config.model_params(config, VARIANTS),
+        model_size_len=config.get("model_size", {}).get("train_len"),
     log:
         f"{LOGS}/analysis/aggregate.log",
     conda:

@@ -37,17 +37,23 @@ ENV = "../../environment.yml"  # the project's conda environment, used with --us
 ALL_CORES = 1024
 
 
-TRAINED = [(vid, L) for vid, v in VARIANTS.items() for L in v["train_lens"]]
+# one model per (variant, training length, training seed)
+SEEDS = config["seeds"]
+TRAINED = [(vid, L, s) for vid, v in VARIANTS.items() for L in v["train_lens"] for s in SEEDS]
 PROFILED = [vid for vid, v in VARIANTS.items() if v["profile"]]
 
 wildcard_constraints:
     variant="|".join(re.escape(v) for v in VARIANTS),
     train_len=r"\d+",
+    seed=r"\d+",
     world_size=r"\d+",
 
 
-def model_dir(wildcards):
-    return f"{WORK}/train/{wildcards.variant}/L{wildcards.train_len}"
+def model_dir(wildcards, seed=None):
+    """One model's training directory: variant and length from wildcards, seed from wildcards
+    unless given."""
+    seed = wildcards.seed if seed is None else seed
+    return f"{WORK}/train/{wildcards.variant}/L{wildcards.train_len}/s{seed}"
 
 
 def job_spec(wildcards):
@@ -63,7 +69,7 @@ def as_arg(value):
 def train_cfg(wildcards):
     """longnet.train's TrainConfig for one model: the config's training section plus the job."""
     return pipeline_config.train_config(config, VARIANTS[wildcards.variant],
-                                        int(wildcards.train_len), DEVICE)
+                                        int(wildcards.train_len), DEVICE, int(wildcards.seed))
 
 
 # plain python for one process; torchrun (DDP) for several, one per GPU or CPU slot
@@ -77,6 +83,16 @@ SEQUENCE_PARALLEL_LENGTHS = (
     "--tokens-per-rank " + " ".join(map(str, config["distributed"]["tokens_per_rank"])))
 
 
-def trained_paths(path):
-    """`path` for every trained model (variant, training length)."""
-    return [path.format(WORK=WORK, variant=v, train_len=L) for v, L in TRAINED]
+def trained_paths(path, seeds=None):
+    """`path` for every trained model (variant, training length, seed); seeds: only these."""
+    return [path.format(WORK=WORK, variant=v, train_len=L, seed=s) for v, L, s in TRAINED
+            if seeds is None or s in seeds]
+
+
+# the recall benchmark's variants by id, FLOP-matched knobs filled in (none without a recall section)
+RECALL_VARIANTS = pipeline_config.recall_variants(config) if config.get("recall") else {}
+
+
+def recall_paths():
+    """Every recall job's CSV: one per (recall variant, seed)."""
+    return [f"{WORK}/recall/{v}/s{s}.csv" for v in RECALL_VARIANTS for s in SEEDS]

@@ -1,6 +1,7 @@
 # Stage 3: evaluate every trained model: test perplexity at each evaluation length (Table 2), loss
-# as the prompt grows (Figure 7 right) and passkey retrieval (beyond the paper). One job per model
-# loads the checkpoint once and writes the three CSVs.
+# as the prompt grows (Figure 7 right) and, where the configuration has evaluation.passkey, passkey
+# retrieval. One job per model loads the checkpoint once and writes the CSVs.
+PASSKEY = "passkey" in config["evaluation"]
 
 
 rule evaluate:
@@ -8,9 +9,10 @@ rule evaluate:
         checkpoint=rules.train.output.checkpoint,
         manifest=rules.prepare_data.output.manifest,
     output:
-        perplexity=f"{WORK}/eval/{{variant}}/L{{train_len}}/perplexity.csv",
-        context_window=f"{WORK}/eval/{{variant}}/L{{train_len}}/context_window.csv",
-        passkey=f"{WORK}/eval/{{variant}}/L{{train_len}}/passkey.csv",
+        perplexity=f"{WORK}/eval/{{variant}}/L{{train_len}}/s{{seed}}/perplexity.csv",
+        context_window=f"{WORK}/eval/{{variant}}/L{{train_len}}/s{{seed}}/context_window.csv",
+        **({"passkey": f"{WORK}/eval/{{variant}}/L{{train_len}}/s{{seed}}/passkey.csv"}
+           if PASSKEY else {}),
     params:
         evaluation=config["evaluation"],
         spec=job_spec,
@@ -21,7 +23,7 @@ rule evaluate:
     resources:
         **job_resources("evaluate"),
     log:
-        f"{LOGS}/evaluate/{{variant}}_L{{train_len}}.log",
+        f"{LOGS}/evaluate/{{variant}}_L{{train_len}}_s{{seed}}.log",
     conda:
         ENV
     script:

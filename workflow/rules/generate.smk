@@ -18,7 +18,7 @@ for _i, _spec in enumerate(config["decode_benchmark"]["variants"]):
 
 rule samples:
     input:
-        checkpoint=rules.train.output.checkpoint,
+        checkpoint=lambda w: f"{model_dir(w, SEEDS[0])}/checkpoint.pt",  # the first seed's model
         manifest=rules.prepare_data.output.manifest,
     output:
         f"{RESULTS}/samples/{{variant}}_L{{train_len}}.txt",

@@ -11,9 +11,9 @@ rule train:
     input:
         manifest=rules.prepare_data.output.manifest,
     output:
-        checkpoint=f"{WORK}/train/{{variant}}/L{{train_len}}/checkpoint.pt",
-        metrics=f"{WORK}/train/{{variant}}/L{{train_len}}/metrics.csv",
-        compute_curve=f"{WORK}/train/{{variant}}/L{{train_len}}/compute_curve.csv",
+        checkpoint=f"{WORK}/train/{{variant}}/L{{train_len}}/s{{seed}}/checkpoint.pt",
+        metrics=f"{WORK}/train/{{variant}}/L{{train_len}}/s{{seed}}/metrics.csv",
+        compute_curve=f"{WORK}/train/{{variant}}/L{{train_len}}/s{{seed}}/compute_curve.csv",
     params:
         cfg=lambda w: as_arg(train_cfg(w)),
         state_dir=lambda w: f"{model_dir(w)}/state-{config_hash(train_cfg(w))}",
@@ -25,7 +25,7 @@ rule train:
     resources:
         **job_resources("train"),
     log:
-        f"{LOGS}/train/{{variant}}_L{{train_len}}.log",
+        f"{LOGS}/train/{{variant}}_L{{train_len}}_s{{seed}}.log",
     conda:
         ENV
     shell:

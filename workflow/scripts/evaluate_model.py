@@ -1,4 +1,4 @@
-"""Snakemake job: perplexity, context-window and passkey CSVs of one trained model."""
+"""Snakemake job: perplexity, context-window and (if configured) passkey CSVs of one model."""
 import sys
 from pathlib import Path
 
@@ -24,8 +24,10 @@ tables = {
                                max_tokens=evaluation["max_tokens"], device=device),
     out.context_window: context_window(checkpoint, data_dir, device=device,
                                        **evaluation["context_window"]),
-    out.passkey: passkey(checkpoint, seed=params.seed, device=device, **evaluation["passkey"]),
 }
+if "passkey" in evaluation:
+    tables[out.passkey] = passkey(checkpoint, seed=params.seed, device=device,
+                                  **evaluation["passkey"])
 for path, df in tables.items():
     df["variant"] = params.spec["id"]  # the config's name for this variant: the key of every table
     write_csv(df, path)

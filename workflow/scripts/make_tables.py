@@ -9,7 +9,9 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821
 inputs = {kind: list(snakemake.input[kind]) for kind in INPUT_KINDS}  # noqa: F821
 tables = build_tables(inputs, snakemake.params.variants,  # noqa: F821
                       paper_len_scale=snakemake.params.paper_len_scale,  # noqa: F821
-                      expect=snakemake.params.expect)  # noqa: F821
+                      expect=snakemake.params.expect,  # noqa: F821
+                      model_params=snakemake.params.model_params,  # noqa: F821
+                      model_size_len=snakemake.params.model_size_len)  # noqa: F821
 for name, df in tables.items():
     write_csv(df, snakemake.output[name])  # noqa: F821
     print(f"{name}: {len(df)} rows")

@@ -1,0 +1,26 @@
+# Stage 8 (beyond the paper): the trained long-range recall benchmark. One small model per
+# (recall variant, seed) learns multi-query associative recall with the key-query distance
+# controlled (longnet.recall); its accuracy at each configured distance is written beside the
+# layers its attention pattern needs to reach that distance (analysis.attention_graph).
+# Variants: config recall.variants; knobs named by flop_match are chosen at load time so the
+# variant's attention FLOPs at recall.seq_len match LongNet's (pipeline_config.recall_variants).
+
+rule recall:
+    wildcard_constraints:
+        recall_variant="|".join(re.escape(v) for v in RECALL_VARIANTS) or "^$",
+    output:
+        f"{WORK}/recall/{{recall_variant}}/s{{seed}}.csv",
+    params:
+        recall=config.get("recall"),
+        spec=lambda w: RECALL_VARIANTS[w.recall_variant],
+        eval_seed=config["seed"],
+        modules=config["extra_modules"],
+    threads: job_threads("recall")
+    resources:
+        **job_resources("recall"),
+    log:
+        f"{LOGS}/recall/{{recall_variant}}_s{{seed}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/train_recall.py"
