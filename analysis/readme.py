@@ -173,6 +173,32 @@ def claims_markdown(claims: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def recall_markdown(recall: pd.DataFrame) -> str:
+    """Accuracy per variant (rows) and distance (columns): mean over seeds [95% t interval], and
+    the layers the pattern needs to reach that distance (in the model's depth or not)."""
+    if recall.empty:
+        return "(no recall runs in this run)"
+    from analysis.stats import t_interval
+    distances = sorted(recall["distance"].unique())
+    lines = ["| variant | params | " + " | ".join(f"d = {d}" for d in distances) + " |",
+             "|---|---|" + "---|" * len(distances)]
+    for variant, rows in recall.groupby("variant"):
+        cells = []
+        for d in distances:
+            at = rows[rows["distance"] == d]
+            mean, low, high = t_interval(at["accuracy"])
+            layers = at["layers_to_reach"].iloc[0]
+            reach = "unreachable" if pd.isna(layers) else f"{int(layers)} layer{'s' if layers > 1 else ''}"
+            cells.append(f"{mean:.2f} [{max(low, 0):.2f}, {min(high, 1):.2f}] ({reach})")
+        lines.append(f"| {variant} | {rows['params'].iloc[0]} | " + " | ".join(cells) + " |")
+    first = recall.iloc[0]
+    lines += ["", f"Accuracy on held-out sequences, mean over {recall['seed'].nunique()} seeds "
+                  f"[95% t interval, clipped to 0..1]; in parentheses the layers the pattern needs "
+                  f"to reach that distance (the models have {int(first['n_layer'])}). Length "
+                  f"{int(first['seq_len'])}, {int(first['steps'])} steps per model."]
+    return "\n".join(lines)
+
+
 def results_readme(tables: dict[str, pd.DataFrame], figures: list[str], captions_dir,
                    config_hash: str) -> str:
     """The text of results/README.md for these tables (name -> DataFrame) and figure names."""
@@ -198,6 +224,10 @@ def results_readme(tables: dict[str, pd.DataFrame], figures: list[str], captions
         "## The paper's claims, decided over seeds (`tables/claims.csv`)",
         "",
         claims_markdown(tables.get("claims", pd.DataFrame())),
+        "",
+        "## Trained recall (`tables/recall.csv`)",
+        "",
+        recall_markdown(tables.get("recall", pd.DataFrame())),
         "",
         "## Figures (rule `figures`)",
         "",

@@ -160,7 +160,7 @@ def test_a_broken_key_stops_the_real_workflow_before_any_job(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     assert "config key 'training.stpes': unknown key" in run.stdout + run.stderr
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
 
 
 # ---- aggregation: per-job CSVs checked against what the configuration says -----------------

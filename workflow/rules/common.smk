@@ -32,9 +32,6 @@ FIGURE_DIR = f"{RESULTS}/figures"
 DEVICE = pipeline_config.resolve_device(config)
 PYTHON = sys.executable  # the interpreter running snakemake has the project installed
 ENV = "../../environment.yml"  # the project's conda environment, used with --use-conda
-# a job that asks for this many threads gets every core of the run (Snakemake caps threads at
-# --cores), so it runs alone and its timings are not shared with another job
-ALL_CORES = 1024
 
 
 # one model per (variant, training length, training seed)
