@@ -25,7 +25,7 @@ import json
 import pandas as pd
 import torch
 
-import baselines
+from longnet import variants
 
 
 def reach_layers(pattern: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ def _as_count(values: torch.Tensor) -> pd.Series:
 def path_lengths(name: str, params: dict | None = None, seq_len: int = 1024, heads: int = 8,
                  causal: bool = True, all_queries: bool = False) -> pd.DataFrame:
     """Layers needed to reach each distance d = 0..seq_len-1 back, for variant `name`."""
-    attn = baselines.build(name, num_heads=heads, **(params or {}))
+    attn = variants.build(name, num_heads=heads, **(params or {}))
     pattern = attn.pattern(seq_len, causal)
     last = seq_len - 1
     from_last = reach_layers(pattern, torch.tensor([last]))[0]
@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     from analysis.io import write_csv
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", choices=baselines.available())
+    parser.add_argument("name", choices=variants.available())
     parser.add_argument("--params", default="{}", help="the variant's params as JSON")
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--heads", type=int, default=8)

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
-from baselines._base import check_flops_args
-from baselines import AttentionVariant, check, check_backend, check_positive_int, register
 from baselines._blocks import BlockSparseVariant, flat_rows, group_blocks, query_key_grid
-from baselines.longnet import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
 from longnet.flops import attention_flops, causal_pairs, dilated_attention_flops
 from longnet.kv_cache import RowCache
+from longnet.schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
+from longnet.variants import (AttentionVariant, check, check_backend, check_flops_args, check_positive_int,
+                              register)
 
 log = logging.getLogger(__name__)
 

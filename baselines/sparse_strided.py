@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from baselines._base import check_flops_args
-from baselines import AttentionVariant, check_backend, check_positive_int, register
 from baselines._blocks import (BlockSparseVariant, band_pairs, band_pieces, flat_rows, group_blocks,
                                query_key_grid)
 from longnet.flops import attention_flops
 from longnet.kv_cache import RowCache
+from longnet.variants import AttentionVariant, check_backend, check_flops_args, check_positive_int, register
 
 
 @register("sparse_strided")

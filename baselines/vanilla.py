@@ -8,10 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from baselines._base import check_flops_args
-from baselines import AttentionVariant, register
 from longnet.flops import dense_attention_flops
 from longnet.kv_cache import RowCache
+from longnet.variants import AttentionVariant, check_flops_args, register
 
 
 @register("vanilla")

@@ -8,7 +8,7 @@
 Every row says which attention produced it in `mode`: "native" (the model's own attention at any
 length) or "blockwise_causal" (a vanilla model beyond its training length: the paper evaluated
 those with blockwise causal attention, each query seeing its own block of train_len tokens and the
-previous block, causally). Rows carry the model's variant/params/train length/tokens seen/seed and
+previous block, causally: the registered variant "blockwise_causal"). Rows carry the model's variant/params/train length/tokens seen/seed and
 the `longnet.provenance` columns.
 """
 
@@ -19,47 +19,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from baselines import build
 from longnet.checkpoint import load_checkpoint
 from longnet.data import get_tokenizer, load_split
 from longnet.model import LanguageModel, ModelConfig
 from longnet.provenance import provenance
+from longnet.variants import build
 
 MODES = ("native", "blockwise_causal")
-
-
-class BlockwiseCausalAttention(nn.Module):
-    """Each query attends causally to its own block of `block` tokens and the whole previous block
-    (Sun et al. 2022, used by the LongNet paper for vanilla Transformers beyond their training
-    length). Cost O(N * block); (B, N, H, D) in and out, like a baselines variant."""
-
-    def __init__(self, block: int):
-        super().__init__()
-        self.block = block
-
-    def forward(self, q, k, v, causal=True):
-        B, N, H, D = q.shape
-        w = self.block
-        nb = -(-N // w)
-        pad = nb * w - N  # padded keys come after every real query, so causality hides them
-
-        def blocks(x):  # (B, N, H, D) -> (B, H, nb, w, D)
-            return F.pad(x.transpose(1, 2), (0, 0, 0, pad)).unflatten(2, (nb, w))
-
-        qb, kb, vb = blocks(q), blocks(k), blocks(v)
-        # keys of block i: block i-1 then block i (block -1 is zeros, masked out below)
-        kk = torch.cat((F.pad(kb, (0, 0, 0, 0, 1, 0))[:, :, :-1], kb), dim=3)
-        vv = torch.cat((F.pad(vb, (0, 0, 0, 0, 1, 0))[:, :, :-1], vb), dim=3)
-        i = torch.arange(w, device=q.device)[:, None]
-        j = torch.arange(2 * w, device=q.device)[None, :]
-        allowed = (j <= i + w) if causal else torch.ones(w, 2 * w, dtype=torch.bool,
-                                                           device=q.device)
-        mask = allowed.expand(nb, w, 2 * w).clone()
-        mask[0, :, :w] = False  # the first block has no previous block
-        out = F.scaled_dot_product_attention(qb, kk, vv, attn_mask=mask)
-        return out.flatten(2, 3)[:, :, :N].transpose(1, 2)
 
 
 def load_model(checkpoint, device="cpu"):
@@ -79,10 +46,11 @@ def attention_mode(state: dict, length: int) -> str:
 
 
 def _use_mode(model, state: dict, mode: str) -> None:
+    cfg = state["model_config"]
     if mode == "blockwise_causal":
-        model.set_attention(BlockwiseCausalAttention(state["train_config"]["seq_len"]))
+        model.set_attention(build("blockwise_causal", num_heads=cfg["n_head"],
+                                  block=state["train_config"]["seq_len"]))
     else:
-        cfg = state["model_config"]
         model.set_attention(build(cfg["attention"], num_heads=cfg["n_head"],
                                   **cfg["attention_params"]))
 

@@ -1,8 +1,8 @@
-"""A decoder-only language model whose attention is any variant from the `baselines` registry.
+"""A decoder-only language model whose attention is any registered variant (`longnet.variants`).
 
 The paper's layout (torchscale's Decoder with MAGNETO, https://arxiv.org/abs/2210.06423):
     x = x + out_proj(subLN(attention(xpos(q), xpos(k), v)))   with q, k, v from LN(x)
-        (the attention layer is longnet.multihead.MultiheadAttention around a baselines variant)
+        (the attention layer is longnet.multihead.MultiheadAttention around a registered variant)
     x = x + fc2(subLN(gelu(fc1(LN(x)))))
 a final LayerNorm, and the output head tied to the token embedding. MAGNETO scales the initial
 weights of v_proj, out_proj, fc1 and fc2 by sqrt(log(2 * n_layer)). Positions are XPos (the
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import baselines
+from longnet import variants
 from longnet.flops import training_step_flops
 from longnet.multihead import MultiheadAttention
 
@@ -51,7 +51,7 @@ class ModelConfig:
     d_model: int = 128
     n_head: int = 4
     d_ff: int = 512
-    attention: str = "vanilla"  # a name from baselines.available()
+    attention: str = "vanilla"  # a name from longnet.variants.available()
     attention_params: dict = field(default_factory=dict)
     positions: str = "xpos"  # "xpos" (paper), "rotary" or "none"
     max_seq_len: int = 8192  # longest length the model will see; XPos is centred on its half
@@ -72,9 +72,9 @@ class ModelConfig:
                              f"{', '.join(POSITIONS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model dropout={self.dropout!r} is invalid; allowed: 0 <= p < 1")
-        if self.attention not in baselines.available():
+        if self.attention not in variants.available():
             raise ValueError(f"model attention={self.attention!r} is not a registered variant; "
-                             f"available: {', '.join(baselines.available())}")
+                             f"available: {', '.join(variants.available())}")
 
     @property
     def head_dim(self) -> int:
@@ -126,7 +126,7 @@ class Block(nn.Module):
         self.attn_ln = nn.LayerNorm(cfg.d_model)
         # the core's layer: fused qkv, positions, sub-LN, out_proj around a swappable pattern
         # (evaluate.py swaps in blockwise causal attention for vanilla beyond its train length)
-        attend = baselines.build(cfg.attention, num_heads=cfg.n_head, **cfg.attention_params)
+        attend = variants.build(cfg.attention, num_heads=cfg.n_head, **cfg.attention_params)
         self.attn = MultiheadAttention(cfg.d_model, cfg.n_head, attend, positions=cfg.positions,
                                        sub_ln=cfg.sub_ln, bias=cfg.bias, max_len=cfg.max_seq_len)
         self.ffn_ln = nn.LayerNorm(cfg.d_model)

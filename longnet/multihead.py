@@ -4,7 +4,7 @@ The layer owns what every variant shares: q/k/v/out projections, relative positi
 rotary, applied at the original positions before any sparsifying), MAGNETO's sub-LayerNorm before
 the output projection, and token-by-token decoding through a key/value cache. The attention
 pattern itself is a callable `attention(q, k, v, causal=...)` on (B, N, H, D) tensors, so the LM
-can put any registered variant (baselines.build) in the same layer; its `new_cache` (the contract
+can put any registered variant (longnet.variants.build) in the same layer; its `new_cache` (the contract
 of longnet.kv_cache) gives the layer's cache.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ class MultiheadAttention(nn.Module):
     attend: the pattern, called as attend(q, k, v, causal=...) on (B, N, H, D) tensors; swappable
     (evaluation swaps in blockwise causal attention to run a vanilla model past its training length).
     Cached decoding uses attend.new_cache(batch, head_dim, dtype=..., device=...) when attend has
-    one (every baselines variant; see `new_cache` below).
+    one (every registered variant; see `new_cache` below).
     """
 
     def __init__(self, embed_dim: int, num_heads: int, attend: Callable, *, causal: bool = True,

@@ -13,13 +13,14 @@ import pytest
 import torch
 
 import baselines
+from longnet import variants
 from baselines.sparse_fixed import match_longnet_flops
 
 HEADS, DIM = 4, 8
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [pytest.param(name, params, id=f"{name}-{i}")
          for name in baselines.available()
-         for i, params in enumerate(({}, *baselines._variant_class(name).small_params))]
+         for i, params in enumerate(({}, *baselines.variant_class(name).small_params))]
 # the variants that are one masked softmax (mask() is not None)
 MASKED_CASES = [case for case in CASES
                 if baselines.build(case.values[0], num_heads=HEADS, **case.values[1]).mask(2) is not None]
@@ -182,7 +183,7 @@ def test_load_modules_registers_a_variant_from_another_package(tmp_path, monkeyp
         "from baselines import register\nfrom baselines.vanilla import Vanilla\n\n"
         "@register('vanilla_copy')\nclass VanillaCopy(Vanilla):\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(baselines, "_VARIANTS", dict(baselines._VARIANTS))
+    monkeypatch.setattr(variants, "_VARIANTS", dict(variants._VARIANTS))
     baselines.load_modules(["other_pkg.my_attention"])
     assert "vanilla_copy" in baselines.available()
     assert baselines.build("vanilla_copy", num_heads=2).mask(3).shape == (2, 3, 3)

@@ -147,7 +147,7 @@ def test_head_dim_not_a_multiple_of_8_falls_back(standins):
 @pytest.mark.parametrize("name", baselines.available())
 @pytest.mark.parametrize("backend", ["torch_flash", "xformers"])
 def test_every_baseline_on_cuda_backends(standins, name, backend):
-    small = baselines._variant_class(name).small_params
+    small = baselines.variant_class(name).small_params
     kernel = {"backend": backend} if "backend" in baselines.param_defaults(name) else {}
     attn = baselines.build(name, num_heads=4, **(small[0] if small else {}), **kernel)
     torch.manual_seed(1)

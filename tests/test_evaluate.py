@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from longnet.data import ByteTokenizer, prepare_corpus, stdlib_dir
-from longnet.evaluate import (BlockwiseCausalAttention, context_window, passkey, passkey_prompt,
-                              perplexity)
+from longnet.evaluate import context_window, passkey, passkey_prompt, perplexity
 from longnet.train import train
+from longnet.variants import build
 
 PROVENANCE = {"git_commit", "torch_version", "device", "date", "config_hash"}
 
@@ -45,7 +45,7 @@ def reference_blockwise(q, k, v, block):
 def test_blockwise_causal_matches_dense_reference(n, block):
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, n, 3, 8, dtype=torch.float64) for _ in range(3))
-    out = BlockwiseCausalAttention(block)(q, k, v)
+    out = build("blockwise_causal", num_heads=3, block=block)(q, k, v)
     torch.testing.assert_close(out, reference_blockwise(q, k, v, block))
     if n <= block:  # within one block it is ordinary causal attention
         full = torch.nn.functional.scaled_dot_product_attention(

@@ -15,7 +15,7 @@ profile = {k: v for k, v in snakemake.params.profile.items() if k != "threads"} 
 baselines.load_modules(snakemake.params.modules)  # noqa: F821
 name = spec["name"]
 variant_class = type(baselines.build(name, num_heads=profile["heads"], **spec["params"]))
-if not variant_class.__module__.startswith("baselines."):
+if not variant_class.__module__.startswith(("baselines.", "longnet.")):
     # registered by an extra module: the sweep's child processes build it as module:factory
     name = f"{variant_class.__module__}:{variant_class.__qualname__}"
 df = sweep([{"name": name, "params": spec["params"]}], device=device,
