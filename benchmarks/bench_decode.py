@@ -31,6 +31,7 @@ import torch
 import baselines
 from longnet.model import LanguageModel, ModelConfig
 from longnet.provenance import provenance
+from longnet.timing import time_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTEXT_LENS = [1024, 4096, 16384, 65536, 262144, 1048576]
@@ -64,15 +65,13 @@ def time_step(cache, heads: int, head_dim: int, repeats: int, warmup: int) -> tu
     """(median, minimum) milliseconds of one decode step (append + attend of one new token); on a
     shared machine the minimum is the steadier estimate of the step's own cost."""
     q, k, v = torch.randn(3, 1, 1, heads, head_dim).unbind(0)
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
+
+    def step():
         cache.append(k, v)
         cache.attend(q)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    times.sort()
-    return 1e3 * times[len(times) // 2], 1e3 * times[0]
+
+    stats = time_ms(step, warmup=warmup, repeats=repeats)
+    return stats["median_ms"], stats["min_ms"]
 
 
 def layer_cells(variants, shapes, context_lens, repeats: int = 5, warmup: int = 2,

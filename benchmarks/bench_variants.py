@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.io import write_csv
 from analysis.tables import fit_exponent
+from longnet.io import write_csv
 from longnet.profiling import sweep
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "benchmarks"

@@ -59,8 +59,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from analysis.io import write_csv
 from longnet.dilated_attention import dilated_attention
+from longnet.io import write_csv
 from longnet.provenance import git_commit, provenance
 from longnet.reference import reference_dilated_attention
 

@@ -4,8 +4,8 @@
     state = load_checkpoint(path)       # CheckpointError naming the file if it is damaged
     verify_checkpoint(path)             # the same check without unpickling
 
-A write goes to path.tmp (removed if anything fails), is hashed, renamed over path, and then its
-sidecar is written: a crash between the two leaves a sidecar that does not match, which reads as
+A write goes to a temporary file next to path (longnet.io.atomic_path: removed if anything fails),
+is renamed over path and hashed, and then its sidecar is written: a crash between the two leaves a sidecar that does not match, which reads as
 damaged, never as good. A checkpoint without a sidecar (written before sidecars existed) is only
 checked by unpickling it.
 """
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
+
+from longnet.io import atomic_path, write_text
 
 
 class CheckpointError(OSError):
@@ -36,21 +37,12 @@ def _digest(path: Path) -> dict:
     return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_checkpoint(state: dict, path) -> None:
     """torch.save `state` to `path` atomically, then its sidecar."""
     path = Path(path)
-    _write_atomic(path, lambda tmp: torch.save(state, tmp))
-    record = json.dumps(_digest(path)) + "\n"
-    _write_atomic(sidecar_path(path), lambda tmp: tmp.write_text(record))
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    write_text(json.dumps(_digest(path)) + "\n", sidecar_path(path))
 
 
 def damaged(path, problem: str) -> CheckpointError:

@@ -15,12 +15,13 @@ and a sha256 of every packed array, so two runs can check they trained on the sa
 import hashlib
 import json
 import math
-import os
 import sys
 import sysconfig
 from pathlib import Path
 
 import numpy as np
+
+from longnet.io import write_bytes
 
 SPLITS = ("train", "validation", "test")
 SOURCES = ("stdlib", "dir", "hf")
@@ -173,15 +174,6 @@ def split_of(doc_path: str, fractions=(0.9, 0.05, 0.05)) -> str:
     return "validation" if u < fractions[0] + fractions[1] else "test"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def unigram_perplexity(train: np.ndarray, test: np.ndarray, vocab_size: int) -> float:
     """Perplexity on `test` of the unigram model fit on `train` (add-one smoothing): the bar every
     trained model must clear by a wide margin."""
@@ -254,7 +246,7 @@ def prepare_corpus(out_dir, source="stdlib", path=None, tokenizer="byte", max_by
         arr = (np.concatenate(parts[s]) if parts[s] else np.zeros(0, np.int64)).astype(dtype)
         arrays[s] = arr
         data = arr.astype(dtype.newbyteorder("<")).tobytes()
-        _atomic_write_bytes(out_dir / f"{s}.bin", data)
+        write_bytes(data, out_dir / f"{s}.bin")
         stats[s].update(tokens=int(arr.size), sha256=hashlib.sha256(data).hexdigest(),
                         file=f"{s}.bin")
     manifest = {
@@ -272,7 +264,7 @@ def prepare_corpus(out_dir, source="stdlib", path=None, tokenizer="byte", max_by
                                     if arrays["test"].size else None),
         "splits": stats,
     }
-    _atomic_write_bytes(out_dir / "manifest.json", json.dumps(manifest, indent=2).encode())
+    write_bytes(json.dumps(manifest, indent=2).encode(), out_dir / "manifest.json")
     return manifest
 
 

@@ -25,7 +25,6 @@ import os
 import resource
 import select
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -92,17 +91,17 @@ def _backend_name(attn, device: str, dtype, head_dim: int) -> str:
 
 
 def build_variant(name: str, heads: int, params: dict):
-    """A registered variant (`baselines.build`), or `module:factory` for an unregistered callable.
+    """A registered variant (`longnet.variants.build`), or `module:factory` for an unregistered callable.
 
     The factory is called as factory(num_heads=heads, **params) and must return what
-    `baselines.build` returns: attn(q, k, v, causal=...) and attn.flops(n, head_dim, causal=...).
+    `longnet.variants.build` returns: attn(q, k, v, causal=...) and attn.flops(n, head_dim, causal=...).
     """
     if ":" in name:
         import importlib
         module, attr = name.split(":", 1)
         return getattr(importlib.import_module(module), attr)(num_heads=heads, **params)
-    import baselines
-    return baselines.build(name, num_heads=heads, **params)
+    from longnet.variants import build
+    return build(name, num_heads=heads, **params)
 
 
 def idle_mem_bytes(device) -> int:
@@ -119,6 +118,8 @@ def run_cell(cell: Cell, on_ready=None) -> dict:
     on_ready() is called once the variant is built, just before the timed part begins.
     """
     import torch
+
+    from longnet.timing import summarize, window_ms
 
     _check("mode", cell.mode, MODES)
     _check("dtype", cell.dtype, DTYPES)
@@ -153,17 +154,8 @@ def run_cell(cell: Cell, on_ready=None) -> dict:
                 with torch.no_grad():
                     attn(q, k, v, causal=cell.causal)
 
-        def timed() -> float:  # milliseconds
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                step()
-                end.record()
-                torch.cuda.synchronize(device)
-                return start.elapsed_time(end)
-            t0 = time.perf_counter()
-            step()
-            return (time.perf_counter() - t0) * 1e3
+        def timed() -> float:  # milliseconds, synchronised (longnet.timing)
+            return window_ms(step, device)
 
         began = time.perf_counter()
         if cuda:
@@ -179,11 +171,11 @@ def run_cell(cell: Cell, on_ready=None) -> dict:
         if not _is_oom(exc):
             raise
         return dict(result, status="oom", error=str(exc).splitlines()[0][:200])
-    median = statistics.median(times)
+    stats = summarize(times, flops)
     peak = torch.cuda.max_memory_allocated(device) if cuda else _peak_rss_bytes()
-    return dict(result, status="ok", median_ms=median, min_ms=min(times), max_ms=max(times),
-                repeats=repeats, peak_mem_bytes=peak,
-                gflops_per_s=flops / (median * 1e-3) / 1e9 if median > 0 else float("nan"))
+    return dict(result, status="ok", median_ms=stats["median_ms"], min_ms=stats["min_ms"],
+                max_ms=stats["max_ms"], repeats=repeats, peak_mem_bytes=peak,
+                gflops_per_s=stats["tflops_per_s"] * 1e3)
 
 
 def run_cell_isolated(cell: Cell, mem_cap_bytes: int | None = None, poll_s: float = 0.02) -> dict:
@@ -242,7 +234,7 @@ def sweep(variants: list[dict], seq_lens, modes=MODES, dtype: str = "float32",
           config=None, progress: bool = False):
     """Profile every variant x seq_len x mode; one row per cell, failures included.
 
-    variants: [dict(name=..., params={...}), ...], names from `baselines.available()` (or
+    variants: [dict(name=..., params={...}), ...], names from `longnet.variants.available()` (or
     `module:factory`, see `build_variant`).
     total_tokens: when given, batch = total_tokens // seq_len (the paper's constant token budget);
     lengths above total_tokens run with batch 1. Otherwise `batch` is used as is.

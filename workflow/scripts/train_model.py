@@ -10,15 +10,15 @@ damages the state directory's) written atomically.
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 
-from baselines import load_modules
 from longnet.checkpoint import sidecar_path, verify_checkpoint
+from longnet.io import copy_file
 from longnet.train import TrainConfig, train
+from longnet.variants import load_modules
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # workflow/: pipeline_config
 from pipeline_config import require_device  # noqa: E402
@@ -27,16 +27,10 @@ OUTPUTS = ("checkpoint.pt", "metrics.csv", "compute_curve.csv")
 
 
 def publish(state_dir: Path, out_dir: Path) -> None:
-    """Copy the finished files into place, each through a temporary file that is removed if the
-    copy fails."""
+    """Copy the finished files into place, each atomically (longnet.io.copy_file)."""
     verify_checkpoint(state_dir / "checkpoint.pt")
     for name in (*OUTPUTS, sidecar_path(OUTPUTS[0]).name):
-        tmp = out_dir / f".{name}.tmp"
-        try:
-            shutil.copyfile(state_dir / name, tmp)
-            os.replace(tmp, out_dir / name)
-        finally:
-            tmp.unlink(missing_ok=True)
+        copy_file(state_dir / name, out_dir / name)
 
 
 def main() -> None:
