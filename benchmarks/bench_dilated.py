@@ -13,9 +13,7 @@ Timings interleave the compared runs and report medians, so a busy machine biase
 from __future__ import annotations
 
 import argparse
-import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -26,26 +24,22 @@ import torch
 
 from longnet import dilated_attention
 from longnet.backends import get_backend
-from longnet.block_sparse import _chunks, _Gatherer
+from longnet.block_sparse import Gatherer, plan_chunks
 from longnet.dilated_attention import dilated_plan
-from longnet.schedule import DilatedSchedule
 from longnet.flops import dense_attention_flops, dilated_attention_flops
+from longnet.io import write_csv
 from longnet.provenance import provenance
+from longnet.schedule import DilatedSchedule
+from longnet.timing import time_interleaved_ms
 
 SEGMENTS, RATES, HEADS, DIM = [1024, 2048, 4096, 8192], [1, 2, 4, 8], 8, 64
 OUT = Path(__file__).resolve().parent.parent / "results" / "benchmarks" / "dilated_attention.csv"
 
 
 def interleaved_medians(functions: dict, repeats: int) -> dict:
-    for f in functions.values():
-        f()  # warm-up
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, f in functions.items():
-            start = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    """{name: median seconds} of the functions timed in turns (longnet.timing)."""
+    stats = time_interleaved_ms(functions, warmup=1, repeats=repeats)
+    return {name: stat["median_ms"] / 1e3 for name, stat in stats.items()}
 
 
 def qkv(n, requires_grad=False):
@@ -56,9 +50,9 @@ def gathered_blocks(q, k, v):
     """The blocks the dilated forward hands the kernel, gathered beforehand: [(q, k, v, causal)]."""
     n = q.shape[1]
     plan = dilated_plan(n, HEADS, DilatedSchedule(SEGMENTS, RATES), True, q.device)
-    gather = _Gatherer(1)
+    gather = Gatherer(1)
     return [[gather(0, x.reshape(1, n * HEADS, DIM), piece.gather_rows).clone() for x in (q, k, v)]
-            for _, piece in _chunks(plan, 1, q.device)]
+            for _, piece in plan_chunks(plan, 1, q.device)]
 
 
 def overhead(n: int, repeats: int) -> list[dict]:
@@ -162,9 +156,7 @@ def main():
         dict(segments=SEGMENTS, rates=RATES, heads=HEADS, dim=DIM, quick=args.quick)))
     print(table.drop(columns=["git_commit", "torch_version", "date", "config_hash"]).to_string())
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, OUT)
+    write_csv(table, OUT)
 
 
 if __name__ == "__main__":

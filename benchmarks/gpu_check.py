@@ -227,7 +227,7 @@ def check_baselines(report, device, n=300):
     for name in baselines.available():
         with report.section("baselines", name):
             attn = baselines.build(name, num_heads=4)
-            small = baselines._variant_class(name).small_params
+            small = baselines.variant_class(name).small_params
             if small:
                 attn = baselines.build(name, num_heads=4, **small[0])
             q, k, v = (torch.randn(1, n, 4, 64, device=device, dtype=torch.float64) for _ in range(3))
@@ -377,7 +377,7 @@ def check_nccl(report, device, quick):
         n = 4096 if quick else 262_144
         out = Path(tmp) / "sp.csv"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-               "-m", "longnet.sequence_parallel", "--device", device.type, "--seq-lens", str(n),
+               str(ROOT / "benchmarks" / "sequence_parallel.py"), "--device", device.type, "--seq-lens", str(n),
                "--segment-lengths", "512", "1024", "2048", "--dilation-rates", "1", "2", "4",
                "--dtype", "bfloat16" if device.type == "cuda" else "float32", "--mode", "fwd+bwd",
                "--repeats", "2", "--out", str(out)]

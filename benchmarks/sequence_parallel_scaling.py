@@ -15,6 +15,9 @@ import sys
 import pandas as pd
 
 from longnet.cost_model import LINKS, validate
+from longnet.io import write_csv
+
+BENCHMARK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sequence_parallel.py")
 
 
 def link_for(runs: pd.DataFrame, requested: str | None = None) -> str:
@@ -38,7 +41,7 @@ def main(argv=None):
                         help="link the cost model is checked with (default: gloo_loopback for CPU "
                              "runs, nvlink for CUDA runs)")
     parser.add_argument("extra", nargs=argparse.REMAINDER,
-                        help="after --: more arguments for python -m longnet.sequence_parallel")
+                        help="after --: more arguments for benchmarks/sequence_parallel.py")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     frames = []
@@ -46,13 +49,13 @@ def main(argv=None):
         for p in args.world_sizes:
             csv = os.path.join(args.out, f"round{round_}_P{p}.csv")
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc-per-node={p}", "-m", "longnet.sequence_parallel", "--tokens-per-rank",
+                   f"--nproc-per-node={p}", BENCHMARK, "--tokens-per-rank",
                    *map(str, args.tokens_per_rank), "--out", csv, *args.extra[1:]]
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             frames.append(pd.read_csv(csv).assign(round=round_))
     runs = pd.concat(frames, ignore_index=True)
     best = runs.loc[runs.groupby(["world_size", "seq_len"]).median_ms.idxmin()]
-    best.to_csv(os.path.join(args.out, "best.csv"), index=False)
+    write_csv(best, os.path.join(args.out, "best.csv"))
     table = best[["world_size", "seq_len", "tokens_per_rank", "median_ms", "median_cpu_ms",
                   "bytes_sent_per_rank", "max_abs_error_vs_single"]].sort_values(
         ["tokens_per_rank", "world_size"])

@@ -129,7 +129,7 @@ class _PreparedPiece:
                     for x in (self.gather_rows, self.scatter_rows, self.k_rows, self.pad)]
             yield _PreparedPiece(*rows, self.causal, lattice)
 
-    def gather(self, gatherer: "_Gatherer", slot: int, x_flat: torch.Tensor, keys: bool = False) -> torch.Tensor:
+    def gather(self, gatherer: "Gatherer", slot: int, x_flat: torch.Tensor, keys: bool = False) -> torch.Tensor:
         return gatherer(slot, x_flat, self.k_rows if keys else self.gather_rows, self.lattice)
 
     def rows_of(self, x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -139,7 +139,7 @@ class _PreparedPiece:
             return x.reshape(batch, -1, *x.shape[3:])
         return x.reshape(batch, *self.lattice.sizes, *x.shape[3:])
 
-    def read(self, x: torch.Tensor, gatherer: "_Gatherer", slot: int) -> torch.Tensor:
+    def read(self, x: torch.Tensor, gatherer: "Gatherer", slot: int) -> torch.Tensor:
         """This piece's query rows of an accumulator: a view for a lattice, a gathered copy else."""
         if self.lattice is not None:
             return self.lattice.view(x)
@@ -192,11 +192,12 @@ class Plan:
             p.k_rows is None for p in first) and sum(p.q_rows.numel() for p in first) == self.rows_q)
 
 
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype outputs and log-sum-exps are accumulated in: float64 for float64, else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _chunks(plan: Plan, batch: int, device: torch.device, max_batch: int | None = None):
+def plan_chunks(plan: Plan, batch: int, device: torch.device, max_batch: int | None = None):
     """(index, prepared chunk) pairs: each piece cut into chunks of whole blocks, each chunk at
     most CHUNK_ROWS rows and, when the kernel has a grid limit, at most max_batch // batch blocks
     (the kernel's batch is B * blocks)."""
@@ -213,7 +214,7 @@ def _chunks(plan: Plan, batch: int, device: torch.device, max_batch: int | None 
             yield number, chunk
 
 
-class _Gatherer:
+class Gatherer:
     """Gathers rows into kernel layout (B*blocks, 1, L, ...), one reused buffer per slot; by one
     strided copy when the rows form `lattice`."""
 
@@ -240,7 +241,7 @@ def block_sparse_forward(q_flat, k_flat, v_flat, plan: Plan, scale: float, backe
     float32 (float64 for float64 input); rows no piece selects are (0, -inf). With keep_partials,
     also every chunk's own (o, lse) (the detached-weights backward needs them)."""
     batch, rows_q, dim = q_flat.shape
-    acc = _accumulation_dtype(q_flat.dtype)
+    acc = accumulation_dtype(q_flat.dtype)
     total = rows_q + int(plan.has_pad)
     if plan.partition_first:
         out = torch.empty(batch, total, dim, dtype=acc, device=q_flat.device)
@@ -248,9 +249,9 @@ def block_sparse_forward(q_flat, k_flat, v_flat, plan: Plan, scale: float, backe
     else:
         out = torch.zeros(batch, total, dim, dtype=acc, device=q_flat.device)
         lse = torch.full((batch, total), float("-inf"), dtype=acc, device=q_flat.device)
-    gather = _Gatherer(batch)
+    gather = Gatherer(batch)
     partials = []
-    for number, piece in _chunks(plan, batch, q_flat.device, backend.max_batch):
+    for number, piece in plan_chunks(plan, batch, q_flat.device, backend.max_batch):
         o, l = backend.forward(piece.gather(gather, 0, q_flat), piece.gather(gather, 1, k_flat, keys=True),
                                piece.gather(gather, 2, v_flat, keys=True), piece.causal, scale)
         o, l = piece.rows_of(o, batch), piece.rows_of(l, batch).to(acc)
@@ -282,14 +283,14 @@ def block_sparse_backward(dout_flat, q_flat, k_flat, v_flat, out, lse, plan: Pla
     per chunk for the detached-weights gradient (out = sum_i stopgrad(a_i) o_i); None for exact.
     """
     batch, rows_q, dim = q_flat.shape
-    acc = _accumulation_dtype(q_flat.dtype)
+    acc = accumulation_dtype(q_flat.dtype)
     partition = plan.partition_first and k_flat.shape[1] == rows_q
     make = torch.empty if partition else torch.zeros
     dq = make(batch, rows_q, dim, dtype=acc, device=q_flat.device)
     dk, dv = (make(batch, k_flat.shape[1], dim, dtype=acc, device=q_flat.device) for _ in range(2))
-    gather = _Gatherer(batch)
+    gather = Gatherer(batch)
     partial_iter = iter(partials or ())
-    for number, piece in _chunks(plan, batch, q_flat.device, backend.max_batch):
+    for number, piece in plan_chunks(plan, batch, q_flat.device, backend.max_batch):
         q_b, k_b, v_b = (piece.gather(gather, 0, q_flat), piece.gather(gather, 1, k_flat, keys=True),
                          piece.gather(gather, 2, v_flat, keys=True))
         if partials is None:  # the identity: this piece's backward with the merged output and lse

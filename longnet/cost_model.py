@@ -20,7 +20,7 @@ Models, per rank of a sequence split over P = N / tokens_per_device devices (L t
 Throughput ("rates") comes from measurements: a dict {variant: GFLOP/s}, or a profiling sweep
 DataFrame (`longnet.profiling.sweep`), from which each variant's rate at its longest successful
 length is taken. `validate` compares projections with measured multi-rank points
-(`python -m longnet.sequence_parallel ...` CSVs), calibrating the rate on the P = 1 rows.
+(`benchmarks/sequence_parallel.py` CSVs), calibrating the rate on the P = 1 rows.
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ from .schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedu
 # (H100 NVLink4: 450 GB/s); InfiniBand: HDR 200 Gb/s = 25 GB/s per GPU (NDR 400 Gb/s: 50 GB/s).
 # Latencies are the usual small-message all-gather step costs of NCCL over each link.
 # gloo_loopback: gloo all-gather between processes on one 2-core CPU box, measured with
-# `measure_link` (about 0.5 GB/s, 0.4 ms per step; noisy on a shared machine).
+# `benchmarks/sequence_parallel.py --measure-link` (about 0.5 GB/s, 0.4 ms per step; noisy on a
+# shared machine).
 LINKS = {
     "nvlink": dict(bandwidth=300e9, latency=5e-6),
     "infiniband": dict(bandwidth=25e9, latency=10e-6),
@@ -218,33 +219,3 @@ def validate(distributed, link="gloo_loopback", rate_gflops: float | None = None
         out.append(dict(p, measured_ms=r["measured_ms"], oversubscription=r["oversubscription"],
                         error=p["projected_ms"] / r["measured_ms"] - 1.0))
     return pd.DataFrame(out).assign(kind="validation")
-
-
-def measure_link(group=None, sizes=(1 << 12, 1 << 16, 1 << 20, 1 << 22), repeats: int = 10) -> dict:
-    """dict(bandwidth, latency) of this process group's all-gather, by a least-squares fit of
-    time = (m - 1) * (latency + bytes / bandwidth) over float32 chunks of `sizes` bytes.
-    Call on every rank of an initialised group (e.g. under torchrun)."""
-    import statistics
-    import time
-
-    import torch
-    import torch.distributed as dist
-
-    from .sequence_parallel import _gather_flat
-
-    ranks = dist.get_world_size(group)
-    xs, ys = [], []
-    for size in sizes:
-        send = torch.randn(size // 4)
-        out = torch.empty(ranks * send.numel())
-        times = []
-        for i in range(repeats + 2):
-            dist.barrier(group)
-            began = time.perf_counter()
-            _gather_flat(out, send, group=group)
-            if i >= 2:
-                times.append(time.perf_counter() - began)
-        xs.append(float(size))
-        ys.append(statistics.median(times) / max(1, ranks - 1))
-    slope, intercept = statistics.linear_regression(xs, ys)
-    return dict(bandwidth=1.0 / max(slope, 1e-15), latency=max(intercept, 0.0))

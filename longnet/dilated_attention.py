@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from .backends import default_scale, get_backend, merge_attention
-from .block_sparse import Lattice, Piece, Plan, _accumulation_dtype, block_sparse_attention, block_sparse_forward
+from .block_sparse import Lattice, Piece, Plan, accumulation_dtype, block_sparse_attention
 from .schedule import Branch, DilatedSchedule
 
 
@@ -114,7 +114,9 @@ def dilated_plan(n: int, heads: int, schedule: DilatedSchedule, causal: bool,
     return Plan([piece for pieces in per_branch for piece in pieces], n * heads, first_stage=len(per_branch[0]))
 
 
-def _check_inputs(q, k, v):
+def check_qkv(q, k, v) -> None:
+    """q, k, v of one (B, N, H, D) shape and floating dtype, with H >= 1 and D >= 1, or a
+    ValueError saying what is wrong."""
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
         raise ValueError(f"q, k, v must all have shape (B, N, H, D); got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
@@ -138,25 +140,11 @@ def dilated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment
     """
     schedule = DilatedSchedule(segment_lengths, dilation_rates)
     validate_options(causal, scale, exact_grad, backend)
-    _check_inputs(q, k, v)
+    check_qkv(q, k, v)
     if q.shape[0] == 0 or q.shape[1] == 0:  # nothing to attend: an empty output that backpropagates
         return (q + k + v) * 0
     plan = dilated_plan(q.shape[1], q.shape[2], schedule, causal, q.device)
     return block_sparse_attention(q, k, v, plan, scale=scale, backend=backend, exact_grad=exact_grad)
-
-
-def dilated_attention_with_lse(q, k, v, segment_lengths, dilation_rates, *, causal=True, scale=None,
-                               backend="auto"):
-    """Forward only: (out (B, N, H, D), lse (B, N, H)); lse is -inf at rows no branch selects."""
-    schedule = DilatedSchedule(segment_lengths, dilation_rates)
-    validate_options(causal, scale, backend=backend)
-    _check_inputs(q, k, v)
-    batch, n, heads, dim = q.shape
-    kernel = get_backend(backend, q.device, q.dtype, dim)
-    flats = [x.reshape(batch, n * heads, dim) for x in (q, k, v)]
-    out, lse, _ = block_sparse_forward(*flats, dilated_plan(n, heads, schedule, causal, q.device),
-                                       default_scale(dim, scale), kernel)
-    return out.view(batch, n, heads, dim).to(q.dtype), lse.view(batch, n, heads)
 
 
 def dilated_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -185,7 +173,7 @@ def dilated_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
     kernel = get_backend(backend, q.device, q.dtype, dim)
     scale = default_scale(dim, scale)
     t = k_cache.shape[1] - 1
-    acc = _accumulation_dtype(q.dtype)
+    acc = accumulation_dtype(q.dtype)
     out = torch.zeros(batch, heads, 1, dim, dtype=acc, device=q.device)
     lse = torch.full((batch, heads, 1), float("-inf"), dtype=acc, device=q.device)
     for branch in schedule.branches:

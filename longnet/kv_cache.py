@@ -32,20 +32,17 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .block_sparse import accumulation_dtype
 from .schedule import DilatedSchedule
 
 Reads = Callable[[int, torch.Tensor], "torch.Tensor | None"]
-
-
-def _accumulation(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def softmax_rows(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float,
                  mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One query per head over L rows: q (B, H, D), keys/values (B, H, L, D), mask (H, L) bool or
     None (all rows). Returns (out (B, H, D), lse (B, H)); a head with no row gets (0, -inf)."""
-    acc = _accumulation(q.dtype)
+    acc = accumulation_dtype(q.dtype)
     scores = torch.einsum("bhd,bhld->bhl", q.to(acc), keys.to(acc)) * scale
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -183,7 +180,7 @@ class DilatedKVCache:
         lattice's slots 0 .. (t - a) // r; the branches are merged by log-sum-exp."""
         _check_query(self, q)
         t = self.length - 1
-        acc = _accumulation(q.dtype)
+        acc = accumulation_dtype(q.dtype)
         # per branch: (out, lse) of the heads that see t; -inf where a branch's offset misses a head
         outs = torch.zeros(len(self.branches), self.batch, self.heads, self.head_dim, dtype=acc, device=q.device)
         lses = torch.full(outs.shape[:-1], float("-inf"), dtype=acc, device=q.device)

@@ -23,17 +23,11 @@ the block size (w/L) stay constant, so bytes per rank do not grow with N.
 Composable with data parallelism: pass the sequence group (e.g. from `sequence_data_groups`);
 blocks are sub-groups of it. Works on gloo (CPU) and NCCL (CUDA).
 
-Benchmark (rank 0 writes the CSV; one thread per rank on CPU):
-    python -m torch.distributed.run --nproc-per-node 2 -m longnet.sequence_parallel \
-        --seq-lens 8192 16384 --out results/work/sp_p2.csv
+The benchmark and its CSV-writing command line are benchmarks/sequence_parallel.py.
 """
 from __future__ import annotations
 
-import argparse
 import functools
-import os
-import statistics
-import time
 from dataclasses import dataclass
 
 import torch
@@ -41,8 +35,8 @@ import torch.distributed as dist
 
 from .backends import default_scale, get_backend
 from .block_sparse import Piece, Plan, block_sparse_backward, block_sparse_forward
-from .dilated_attention import _check_inputs, branch_blocks, dilated_plan
-from .schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedule
+from .dilated_attention import check_qkv, branch_blocks, dilated_plan
+from .schedule import DilatedSchedule
 
 
 @dataclass
@@ -160,14 +154,14 @@ def _block_group(group, ranks: tuple[int, ...]):
 
 
 # torch 2.13 renamed the flat-tensor collectives; older torch has only the old names
-_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
-_reduce_scatter_flat = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
+gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
+reduce_scatter_flat = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
 
 
 def _all_gather(send: torch.Tensor, group, ranks: int, counter: CommCounter) -> torch.Tensor:
     """(...) on each rank -> (ranks, ...) on every rank."""
     out = send.new_empty(ranks * send.numel())
-    _gather_flat(out, send.contiguous().view(-1), group=group)
+    gather_flat(out, send.contiguous().view(-1), group=group)
     counter.add(send.numel() * send.element_size(), ranks)
     return out.view(ranks, *send.shape)
 
@@ -175,7 +169,7 @@ def _all_gather(send: torch.Tensor, group, ranks: int, counter: CommCounter) -> 
 def _reduce_scatter(full: torch.Tensor, group, ranks: int, counter: CommCounter) -> torch.Tensor:
     """(ranks, ...) on each rank -> this rank's (...) summed over ranks."""
     out = full.new_empty(full[0].numel())
-    _reduce_scatter_flat(out, full.contiguous().view(-1), group=group)
+    reduce_scatter_flat(out, full.contiguous().view(-1), group=group)
     counter.add(out.numel() * out.element_size(), ranks)
     return out.view(full.shape[1:])
 
@@ -248,7 +242,7 @@ def sequence_parallel_dilated_attention(q: torch.Tensor, k: torch.Tensor, v: tor
     added to `counter` (default: `longnet.sequence_parallel.COMM`).
     """
     schedule = DilatedSchedule(segment_lengths, dilation_rates)
-    _check_inputs(q, k, v)
+    check_qkv(q, k, v)
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     batch, chunk, heads, dim = q.shape
     plan = make_plan(chunk, world, rank, heads, schedule, causal, q.device)
@@ -306,155 +300,6 @@ def sequence_data_groups(sequence_size: int):
     return mine["sequence"], mine["data"]
 
 
-# ------------------------------------------------------------------------------------------------
-# benchmark entry point (torchrun)
-
-def benchmark(seq_lens, segment_lengths=PAPER_SEGMENT_LENGTHS, dilation_rates=PAPER_DILATION_RATES, *,
-              heads: int = 8, head_dim: int = 64, batch: int = 1, causal: bool = True,
-              dtype: str = "float32", backend: str = "auto", mode: str = "fwd", warmup: int = 1,
-              repeats: int = 5, check_max_len: int = 65536, group=None) -> list[dict]:
-    """Per-rank latency, bytes and error vs the single-process result, one row per seq_len.
-
-    Call on every rank of an initialised process group; every rank returns the same rows.
-    median_ms is the slowest rank's median (the step waits for it); median_cpu_ms the largest
-    per-rank median of process CPU time, which other load on a shared CPU inflates less. The single-process reference
-    runs on rank 0 for N <= check_max_len (max_abs_error_vs_single is NaN above).
-    """
-    from .dilated_attention import dilated_attention
-
-    if mode not in ("fwd", "fwd+bwd"):
-        raise ValueError(f"mode={mode!r}; allowed: fwd, fwd+bwd")
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    world, rank = dist.get_world_size(group), dist.get_rank(group)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" \
-        else torch.device("cpu")
-    torch_dtype = getattr(torch, dtype)
-    kernel = get_backend(backend, device, torch_dtype, head_dim)
-    rows = []
-    for n in seq_lens:
-        generator = torch.Generator().manual_seed(n)  # the same full inputs on every rank
-        full = [torch.randn(batch, n, heads, head_dim, generator=generator).to(device, torch_dtype)
-                for _ in range(4)]
-        q, k, v, dout = (shard_sequence(x, group).contiguous() for x in full)
-        grad = mode == "fwd+bwd"
-        q, k, v = (x.requires_grad_(grad) for x in (q, k, v))
-        counter = CommCounter()
-
-        def step():
-            if grad:
-                out = sequence_parallel_dilated_attention(
-                    q, k, v, segment_lengths, dilation_rates, group=group, causal=causal,
-                    backend=kernel.name, counter=counter)
-                out.backward(dout)
-                return out
-            with torch.no_grad():
-                return sequence_parallel_dilated_attention(
-                    q, k, v, segment_lengths, dilation_rates, group=group, causal=causal,
-                    backend=kernel.name, counter=counter)
-
-        for _ in range(warmup):
-            out = step()
-        counter.reset()
-        times, cpu_times = [], []
-        for _ in range(repeats):
-            dist.barrier(group)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            began, cpu_began = time.perf_counter(), time.process_time()
-            out = step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append((time.perf_counter() - began) * 1e3)
-            cpu_times.append((time.process_time() - cpu_began) * 1e3)
-        medians = [None] * world
-        dist.all_gather_object(medians, (statistics.median(times), statistics.median(cpu_times)),
-                               group=group)
-        error = float("nan")
-        if n <= check_max_len:
-            pieces = [torch.empty_like(out) for _ in range(world)]
-            dist.all_gather(pieces, out.detach().contiguous(), group=group)
-            if rank == 0:
-                single = dilated_attention(*full[:3], segment_lengths, dilation_rates, causal=causal,
-                                           backend=kernel.name)
-                error = (torch.cat(pieces, 1).float() - single.float()).abs().max().item()
-        errors = [None] * world
-        dist.all_gather_object(errors, error, group=group)
-        rows.append(dict(world_size=world, seq_len=n, tokens_per_rank=n // world, batch=batch,
-                         heads=heads, head_dim=head_dim, mode=mode, dtype=dtype, causal=causal,
-                         segment_lengths=" ".join(map(str, segment_lengths)),
-                         dilation_rates=" ".join(map(str, dilation_rates)),
-                         bytes_sent_per_rank=counter.bytes_sent // repeats,
-                         bytes_recv_per_rank=counter.bytes_recv // repeats,
-                         median_ms=max(m[0] for m in medians),
-                         min_rank_median_ms=min(m[0] for m in medians),
-                         median_cpu_ms=max(m[1] for m in medians),
-                         max_abs_error_vs_single=errors[0], backend=kernel.name,
-                         threads_per_rank=torch.get_num_threads()))
-    return rows
-
-
 def process_group_backend(device: torch.device) -> str:
     """NCCL for CUDA tensors, gloo for CPU ones: the configured device decides, not CUDA's presence."""
     return "nccl" if torch.device(device).type == "cuda" else "gloo"
-
-
-def _main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Sequence-parallel dilated attention benchmark "
-                                     "(launch with torchrun; rank 0 writes the CSV)")
-    lengths = parser.add_mutually_exclusive_group(required=True)
-    lengths.add_argument("--seq-lens", type=int, nargs="+", help="total sequence lengths N")
-    lengths.add_argument("--tokens-per-rank", type=int, nargs="+", help="N = this x world size")
-    parser.add_argument("--segment-lengths", type=int, nargs="+", default=list(PAPER_SEGMENT_LENGTHS))
-    parser.add_argument("--dilation-rates", type=int, nargs="+", default=list(PAPER_DILATION_RATES))
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--no-causal", dest="causal", action="store_false")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--mode", default="fwd", choices=["fwd", "fwd+bwd"])
-    parser.add_argument("--backend", default="auto")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--check-max-len", type=int, default=65536,
-                        help="compare with the single-process result up to this N")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads per rank")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="cpu: gloo ranks on this machine; cuda: one GPU per rank over NCCL")
-    parser.add_argument("--out", required=True, help="CSV path (written atomically by rank 0)")
-    args = parser.parse_args(argv)
-
-    from .train import resolve_device
-    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", 0)))
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(args.threads)
-    dist.init_process_group(process_group_backend(device))
-    try:
-        world = dist.get_world_size()
-        seq_lens = args.seq_lens or [t * world for t in args.tokens_per_rank]
-        rows = benchmark(seq_lens, args.segment_lengths, args.dilation_rates, heads=args.heads,
-                         head_dim=args.head_dim, batch=args.batch, causal=args.causal,
-                         dtype=args.dtype, backend=args.backend, mode=args.mode,
-                         warmup=args.warmup, repeats=args.repeats, check_max_len=args.check_max_len)
-        if dist.get_rank() == 0:
-            import pandas as pd
-            from .provenance import provenance
-            prov = provenance(vars(args), device=str(device))
-            prov["device_name"] = prov.pop("device")
-            frame = pd.DataFrame([dict(row, device="cuda" if cuda else "cpu", **prov) for row in rows])
-            out = os.path.abspath(args.out)
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-            tmp = f"{out}.tmp{os.getpid()}"
-            frame.to_csv(tmp, index=False)
-            os.replace(tmp, out)
-            print(frame[["world_size", "seq_len", "median_ms", "bytes_sent_per_rank",
-                         "max_abs_error_vs_single"]].to_string(index=False))
-    finally:
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    _main()

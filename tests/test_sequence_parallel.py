@@ -125,3 +125,26 @@ def test_bytes_per_rank_constant_in_n(ranks):
 def test_uneven_length_is_a_clear_error(ranks):
     message = ranks[0]["uneven_error"]
     assert "N=50" in message and "P=4" in message
+
+
+def test_benchmark_command_line_writes_the_csv_and_fits_the_link(tmp_path):
+    """benchmarks/sequence_parallel.py under torchrun, as the pipeline's sequence_parallel rule runs it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sequence_parallel.py"
+    out = tmp_path / "P2.csv"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "2", str(script), "--seq-lens", "64",
+                          "--segment-lengths", "16", "64", "--dilation-rates", "1", "2",
+                          "--heads", "2", "--head-dim", "8", "--repeats", "2", "--measure-link",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    row = pd.read_csv(out).iloc[0]
+    assert row["world_size"] == 2 and row["seq_len"] == 64 and row["max_abs_error_vs_single"] < 1e-5
+    assert row["bytes_sent_per_rank"] > 0 and row["median_ms"] > 0
+    link = json.loads(run.stdout.strip().splitlines()[-1])["link"]
+    assert link["bandwidth"] > 0 and link["latency"] >= 0

@@ -24,7 +24,7 @@ rule sequence_parallel:
     shell:
         "{params.python} -m torch.distributed.run --standalone"
         " --nproc-per-node {wildcards.world_size}"
-        " -m longnet.sequence_parallel {params.lengths}"
+        f" {workflow.basedir}/benchmarks/sequence_parallel.py {{params.lengths}}"
         " --segment-lengths {params.segments} --dilation-rates {params.dilations}"
         " --heads {params.dist[heads]} --head-dim {params.dist[head_dim]}"
         " --mode {params.dist[mode]} --warmup {params.dist[warmup]}"
