@@ -26,7 +26,6 @@ read: a damaged final checkpoint is retrained, a damaged resume point falls back
 import argparse
 import contextlib
 import csv
-import io
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -42,6 +41,7 @@ from longnet.checkpoint import (CheckpointError, load_checkpoint, remove_checkpo
                                save_checkpoint, sidecar_path)
 from longnet.data import SPLITS, load_split, read_manifest
 from longnet.evaluate import sequence_loss
+from longnet.io import write_rows
 from longnet.model import LanguageModel, ModelConfig
 from longnet.timing import matmul_peak_flops
 
@@ -54,7 +54,7 @@ class TrainConfig:
     # model: a named size from longnet.model.SIZES, any ModelConfig field overridden
     model: str = "tiny"
     model_overrides: dict = field(default_factory=dict)
-    attention: str = "vanilla"  # a name from baselines.available()
+    attention: str = "vanilla"  # a name from longnet.variants.available()
     attention_params: dict = field(default_factory=dict)
     positions: str = "xpos"
     # data and batch
@@ -165,20 +165,6 @@ def sample_batch(tokens: np.ndarray, n: int, seq_len: int, seed: int, step: int)
     return torch.from_numpy(tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64))
 
 
-def _write_csv(path: Path, columns, rows) -> None:
-    """Write all rows (dicts) atomically; the files are small, so rewriting is simplest."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _read_csv(path: Path, up_to_step: int) -> list[dict]:
     """Rows of a previous run up to its checkpoint (later rows are redone on resume)."""
     if not path.exists():
@@ -222,27 +208,107 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
-    """Train per `cfg` (keys of TrainConfig) on the corpus in data_dir; write to out_dir.
+@dataclass
+class _Run:
+    """Everything one call of `train` works with: set up by `_set_up`, advanced by `_step`,
+    recorded by `_record` and `_finish`."""
 
-    Resumes from out_dir/checkpoint_last.pt when a previous run left one, and returns at once
-    when out_dir/checkpoint.pt already holds the finished run.
-    stop_after: leave (with a checkpoint) after this many optimizer steps in this call, e.g. to fit
-    a time-limited job; the next call resumes.
-    """
-    tc = TrainConfig.from_dict(dict(cfg))
-    out_dir = Path(out_dir)
-    final_path, last_path = out_dir / "checkpoint.pt", out_dir / "checkpoint_last.pt"
-    prev_path = out_dir / "checkpoint_prev.pt"  # the one before last: the fallback
+    tc: TrainConfig
+    out_dir: Path
+    device: torch.device
+    world: int
+    rank: int
+    # batch geometry: sequences per step, split over ranks, then into equal micro-batches
+    seqs_per_step: int
+    per_rank: int
+    micro: int
+    n_micro: int
+    manifest: dict
+    train_tokens: np.ndarray
+    eval_tokens: np.ndarray
+    model_cfg: ModelConfig
+    model: LanguageModel
+    ddp: torch.nn.Module  # the model, wrapped in DDP when world > 1
+    optimizer: torch.optim.Optimizer
+    autocast: contextlib.AbstractContextManager
+    flops_per_token: float
+    peak: float  # matmul FLOP/s, for MFU
+    step: int = 0
+    wall_s: float = 0.0
+    metrics: list = field(default_factory=list)
+    curve: list = field(default_factory=list)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def final_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "checkpoint_last.pt"
+
+    @property
+    def prev_path(self) -> Path:  # the one before last: the fallback
+        return self.out_dir / "checkpoint_prev.pt"
+
+    def train_flops(self) -> float:
+        return self.step * self.tc.tokens_per_step * self.flops_per_token
+
+    def checkpoint(self, path: Path, with_optimizer: bool) -> None:
+        state = dict(model=self.model.state_dict(), step=self.step, wall_s=self.wall_s,
+                     tokens_seen=self.step * self.tc.tokens_per_step, train_flops=self.train_flops(),
+                     train_config=asdict(self.tc), model_config=self.model_cfg.to_dict(),
+                     manifest=self.manifest)
+        if with_optimizer:
+            state["optimizer"] = self.optimizer.state_dict()
+        if path == self.last_path and self.last_path.exists():  # keep the previous one as the fallback
+            remove_checkpoint(self.prev_path)
+            os.replace(self.last_path, self.prev_path)
+            if sidecar_path(self.last_path).exists():
+                os.replace(sidecar_path(self.last_path), sidecar_path(self.prev_path))
+        save_checkpoint(state, path)
+
+    def evaluate_curve(self) -> None:
+        loss, _ = sequence_loss(self.model, self.eval_tokens, self.tc.seq_len, self.tc.eval_tokens,
+                                device=self.device)
+        self.curve.append(dict(step=self.step, tokens=self.step * self.tc.tokens_per_step,
+                               train_flops=self.train_flops(), val_loss=loss))
+        write_rows(self.out_dir / "compute_curve.csv", CURVE_COLUMNS, self.curve)
+
+
+def _finished(tc: TrainConfig, out_dir: Path) -> bool:
+    """Whether out_dir/checkpoint.pt already holds the finished run; a damaged one is removed (by
+    rank 0) so the run is trained again, from the last good checkpoint if any."""
+    final_path = out_dir / "checkpoint.pt"
     if final_path.exists():
         try:
             if load_checkpoint(final_path)["step"] >= tc.steps:
-                return
-        except CheckpointError as error:  # retrain (from the last good checkpoint, if any)
+                return True
+        except CheckpointError as error:
             print(f"warning: {error}; removing it and training again", flush=True)
             if int(os.environ.get("RANK", "0")) == 0:
                 remove_checkpoint(final_path)
+    return False
 
+
+def _batch_geometry(tc: TrainConfig, world: int) -> tuple[int, int, int, int]:
+    """(sequences per step, per rank, per micro-batch, micro-batches per step)."""
+    seqs_per_step = tc.tokens_per_step // tc.seq_len
+    if seqs_per_step % world:
+        raise ValueError(f"train tokens_per_step / seq_len = {seqs_per_step} sequences must split "
+                         f"evenly over {world} ranks")
+    per_rank = seqs_per_step // world
+    cap = max(1, tc.micro_batch_tokens // tc.seq_len)
+    micro = max(d for d in range(1, min(cap, per_rank) + 1) if per_rank % d == 0)
+    return seqs_per_step, per_rank, micro, per_rank // micro
+
+
+def _set_up(tc: TrainConfig, data_dir, out_dir: Path) -> _Run:
+    """Process group and device, batch geometry, data, model and optimizer, resumed from the
+    newest intact checkpoint when there is one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(tc.device, local_rank)
@@ -253,16 +319,7 @@ def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
     main = rank == 0
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-
-    # batch geometry: sequences per step, split over ranks, then into equal micro-batches
-    seqs_per_step = tc.tokens_per_step // tc.seq_len
-    if seqs_per_step % world:
-        raise ValueError(f"train tokens_per_step / seq_len = {seqs_per_step} sequences must split "
-                         f"evenly over {world} ranks")
-    per_rank = seqs_per_step // world
-    cap = max(1, tc.micro_batch_tokens // tc.seq_len)
-    micro = max(d for d in range(1, min(cap, per_rank) + 1) if per_rank % d == 0)
-    n_micro = per_rank // micro
+    geometry = _batch_geometry(tc, world)
 
     manifest = read_manifest(data_dir)
     train_tokens = load_split(data_dir, "train")
@@ -274,7 +331,7 @@ def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, eps=tc.eps,
                                   weight_decay=tc.weight_decay)
     step, wall_s = 0, 0.0
-    state = _resume_state((last_path, prev_path), device, main)
+    state = _resume_state((out_dir / "checkpoint_last.pt", out_dir / "checkpoint_prev.pt"), device, main)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -283,93 +340,109 @@ def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
     curve = _read_csv(out_dir / "compute_curve.csv", step) if main else []
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
-    flops_per_token = model.training_flops_per_token(tc.seq_len)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
+    flops_per_token = model.training_flops_per_token(tc.seq_len)
     peak = tc.peak_flops or matmul_peak_flops(
         device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    return _Run(tc, out_dir, device, world, rank, *geometry, manifest, train_tokens, eval_tokens,
+                model_cfg, model, ddp, optimizer, autocast, flops_per_token, peak, step, wall_s,
+                metrics, curve)
 
-    def checkpoint(path: Path, with_optimizer: bool) -> None:
-        state = dict(model=model.state_dict(), step=step, wall_s=wall_s,
-                     tokens_seen=step * tc.tokens_per_step,
-                     train_flops=step * tc.tokens_per_step * flops_per_token,
-                     train_config=asdict(tc), model_config=model_cfg.to_dict(), manifest=manifest)
-        if with_optimizer:
-            state["optimizer"] = optimizer.state_dict()
-        if path == last_path and last_path.exists():  # keep the previous one as the fallback
-            remove_checkpoint(prev_path)
-            os.replace(last_path, prev_path)
-            if sidecar_path(last_path).exists():
-                os.replace(sidecar_path(last_path), sidecar_path(prev_path))
-        save_checkpoint(state, path)
 
-    def evaluate_curve() -> None:
-        loss, _ = sequence_loss(model, eval_tokens, tc.seq_len, tc.eval_tokens, device=device)
-        curve.append(dict(step=step, tokens=step * tc.tokens_per_step,
-                          train_flops=step * tc.tokens_per_step * flops_per_token, val_loss=loss))
-        _write_csv(out_dir / "compute_curve.csv", CURVE_COLUMNS, curve)
+def _step(run: _Run) -> tuple[float, float]:
+    """One optimizer step at run.step: (loss averaged over the step's sequences, learning rate)."""
+    tc, model = run.tc, run.model
+    model.train()
+    lr = learning_rate(run.step, tc)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    batch = sample_batch(run.train_tokens, run.seqs_per_step, tc.seq_len, tc.seed, run.step)
+    batch = batch[run.rank * run.per_rank:(run.rank + 1) * run.per_rank].to(run.device)
+    loss_sum = torch.zeros((), device=run.device)
+    for i in range(run.n_micro):
+        chunk = batch[i * run.micro:(i + 1) * run.micro]
+        # DDP all-reduces gradients only on the last micro-batch of the step
+        skip_sync = run.world > 1 and i < run.n_micro - 1
+        with (run.ddp.no_sync() if skip_sync else contextlib.nullcontext()), run.autocast:
+            logits = run.ddp(chunk[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten())
+            (loss / run.n_micro).backward()
+        loss_sum += loss.detach()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.world > 1:
+        dist.all_reduce(loss_sum)
+    return loss_sum.item() / (run.n_micro * run.world), lr  # .item() also waits for the device
 
-    if main and step == 0 and tc.eval_every:
-        evaluate_curve()  # the untrained model: the curve's first point
-    bar = tqdm(total=tc.steps, initial=step, disable=not (main and tc.progress),
+
+def _record(run: _Run, loss: float, lr: float, window: dict, stopping: bool) -> None:
+    """After a step (rank 0): the metrics row every log_every steps (throughput over the steps
+    since the last row), the test loss every eval_every steps, a resumable checkpoint every
+    checkpoint_every steps or when stopping early."""
+    tc, done = run.tc, run.step == run.tc.steps
+    if run.step % tc.log_every == 0 or done:
+        tokens_per_s = window["tokens"] / window["s"]
+        run.metrics.append(dict(step=run.step, tokens=run.step * tc.tokens_per_step, loss=loss, lr=lr,
+                                tokens_per_s=tokens_per_s, wall_s=run.wall_s,
+                                mfu=tokens_per_s * run.flops_per_token / run.peak))
+        write_rows(run.out_dir / "metrics.csv", METRICS_COLUMNS, run.metrics)
+        window.update(tokens=0, s=0.0)
+    if tc.eval_every and (run.step % tc.eval_every == 0 or done):
+        run.evaluate_curve()
+    if not done and (run.step % tc.checkpoint_every == 0 or stopping):
+        run.checkpoint(run.last_path, with_optimizer=True)
+
+
+def _finish(run: _Run) -> None:
+    """The finished run (rank 0): the final test loss if not evaluated along the way, the final
+    checkpoint, and the resume points removed."""
+    if not run.tc.eval_every:
+        run.evaluate_curve()
+    run.checkpoint(run.final_path, with_optimizer=False)
+    remove_checkpoint(run.last_path)
+    remove_checkpoint(run.prev_path)
+
+
+def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
+    """Train per `cfg` (keys of TrainConfig) on the corpus in data_dir; write to out_dir.
+
+    Resumes from out_dir/checkpoint_last.pt when a previous run left one, and returns at once
+    when out_dir/checkpoint.pt already holds the finished run.
+    stop_after: leave (with a checkpoint) after this many optimizer steps in this call, e.g. to fit
+    a time-limited job; the next call resumes.
+    """
+    tc = TrainConfig.from_dict(dict(cfg))
+    out_dir = Path(out_dir)
+    if _finished(tc, out_dir):
+        return
+    run = _set_up(tc, data_dir, out_dir)
+    if run.main and run.step == 0 and tc.eval_every:
+        run.evaluate_curve()  # the untrained model: the curve's first point
+    bar = tqdm(total=tc.steps, initial=run.step, disable=not (run.main and tc.progress),
                desc=f"{tc.attention} L={tc.seq_len}", dynamic_ncols=True)
-    call_t0, wall_s0 = time.perf_counter(), wall_s
-    steps_this_call, window_tokens, window_s = 0, 0, 0.0
-    while step < tc.steps:
+    call_t0, wall_s0 = time.perf_counter(), run.wall_s
+    steps_this_call, window = 0, dict(tokens=0, s=0.0)  # the window: training time only
+    while run.step < tc.steps:
         step_t0 = time.perf_counter()
-        model.train()
-        lr = learning_rate(step, tc)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = sample_batch(train_tokens, seqs_per_step, tc.seq_len, tc.seed, step)
-        batch = batch[rank * per_rank:(rank + 1) * per_rank].to(device)
-        loss_sum = torch.zeros((), device=device)
-        for i in range(n_micro):
-            chunk = batch[i * micro:(i + 1) * micro]
-            # DDP all-reduces gradients only on the last micro-batch of the step
-            skip_sync = world > 1 and i < n_micro - 1
-            with (ddp.no_sync() if skip_sync else contextlib.nullcontext()), autocast:
-                logits = ddp(chunk[:, :-1])
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten())
-                (loss / n_micro).backward()
-            loss_sum += loss.detach()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if world > 1:
-            dist.all_reduce(loss_sum)
-        step_loss = loss_sum.item() / (n_micro * world)  # .item() also waits for the device
-        step += 1
+        loss, lr = _step(run)
+        run.step += 1
         steps_this_call += 1
-        window_tokens += tc.tokens_per_step
-        window_s += time.perf_counter() - step_t0  # training time only, not eval or checkpoints
-        wall_s = wall_s0 + time.perf_counter() - call_t0
+        window["tokens"] += tc.tokens_per_step
+        window["s"] += time.perf_counter() - step_t0  # not eval or checkpoints
+        run.wall_s = wall_s0 + time.perf_counter() - call_t0
         bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}")
-
-        done = step == tc.steps
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
         stopping = stop_after is not None and steps_this_call >= stop_after
-        if main and (step % tc.log_every == 0 or done):
-            tokens_per_s = window_tokens / window_s
-            metrics.append(dict(step=step, tokens=step * tc.tokens_per_step, loss=step_loss, lr=lr,
-                                tokens_per_s=tokens_per_s, wall_s=wall_s,
-                                mfu=tokens_per_s * flops_per_token / peak))
-            _write_csv(out_dir / "metrics.csv", METRICS_COLUMNS, metrics)
-            window_tokens, window_s = 0, 0.0
-        if main and tc.eval_every and (step % tc.eval_every == 0 or done):
-            evaluate_curve()
-        if main and not done and (step % tc.checkpoint_every == 0 or stopping):
-            checkpoint(last_path, with_optimizer=True)
-        if stopping and not done:
+        if run.main:
+            _record(run, loss, lr, window, stopping)
+        if stopping and run.step < tc.steps:
             break
     bar.close()
-    if main and step == tc.steps:
-        if not tc.eval_every:
-            evaluate_curve()
-        checkpoint(final_path, with_optimizer=False)
-        remove_checkpoint(last_path)
-        remove_checkpoint(prev_path)
-    if world > 1:
+    if run.main and run.step == tc.steps:
+        _finish(run)
+    if run.world > 1:
         dist.barrier()
 
 
