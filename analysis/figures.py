@@ -204,6 +204,15 @@ def recall(results: pd.DataFrame):
             reach = rows.drop_duplicates("distance").sort_values("distance")
             graph.plot(reach["distance"], reach["layers_to_reach"], "o-", color=f"C{i}",
                        label=variant)
+            unreachable = reach[reach["layers_to_reach"].isna()]
+            top = results["layers_to_reach"].max(skipna=True)
+            top = (top if top == top else results["n_layer"].iloc[0]) + 1
+            if len(unreachable):  # no path at any depth: drawn as x on a row above the others
+                graph.plot(unreachable["distance"], [top] * len(unreachable), "x", ms=9,
+                           color=f"C{i}", label=f"{variant}: no path at any depth")
+        if "chance" in results:
+            acc.axhline(results["chance"].iloc[0], color="k", ls=":", lw=1,
+                        label="chance (1 / values)")
         graph.axhline(results["n_layer"].iloc[0], color="k", ls="--", lw=1,
                       label=f"model depth ({results['n_layer'].iloc[0]} layers)")
         graph.yaxis.get_major_locator().set_params(integer=True)

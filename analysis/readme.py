@@ -115,6 +115,7 @@ COLUMNS = {
     "layers": "attention layers needed to reach it (empty: unreachable)",
     "layers_to_reach": "attention layers the variant's pattern needs to reach that distance (attention graph at the benchmark's length and heads; empty: unreachable)",
     "n_layer": "layers of the trained model",
+    "chance": "accuracy of a uniform guess among the values (1 / values)",
     "fit_exponent": "alpha of the power law loss = fit_coefficient * params^-alpha, fitted to the seed means of this registry name",
     "fit_coefficient": "the power law's coefficient",
     "n_sizes": "model sizes in the fit",

@@ -153,7 +153,7 @@ def test_a_site_file_given_on_the_command_line_caps_every_planned_job(tmp_path):
     run = dry_run(tmp_path, "--config", "site_resources=site.yaml")
     assert run.returncode == 0, run.stdout + run.stderr
     planned = run.stdout.count("rule train:") + run.stdout.count("rule evaluate:")
-    assert planned == 2 * sum(len(v["train_lens"]) for v in SMOKE["variants"])
+    assert planned == 2 * len(SMOKE["seeds"]) * sum(len(v["train_lens"]) for v in SMOKE["variants"])
     mem = [int(m) for m in _values(run.stdout, "mem_mb")]
     runtime = [int(m) for m in _values(run.stdout, "runtime")]
     assert mem and max(mem) == 1700 and runtime and max(runtime) == 20

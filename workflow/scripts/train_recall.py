@@ -39,7 +39,7 @@ for distance in recall["distances"]:
                                seed=params.eval_seed)
     rows.append(dict(variant=spec["id"], name=spec["name"],
                      params=json.dumps(spec["params"], sort_keys=True), distance=distance,
-                     seq_len=task.seq_len, accuracy=accuracy, seed=seed,
+                     seq_len=task.seq_len, accuracy=accuracy, chance=1 / task.values, seed=seed,
                      layers_to_reach=layers[distance], n_layer=model_cfg.n_layer,
                      d_model=model_cfg.d_model, n_head=model_cfg.n_head,
                      attention_flops=attend.flops(task.seq_len, model_cfg.head_dim, causal=True),
