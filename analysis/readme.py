@@ -16,7 +16,8 @@ COLUMNS = {
     "variant": "the config's id of the attention variant (its registry name unless given an id)",
     "name": "registry name of the variant (baselines.available())",
     "params": "the variant's params, JSON (model_size: the model's parameter count)",
-    "mode": "fwd / fwd+bwd (timings); native / blockwise_causal (which attention evaluated)",
+    "mode": "fwd / fwd+bwd: what a timing measured",
+    "eval_attention": "native / blockwise_causal: which attention evaluated the model (named mode before 2026-12)",
     "train_len": "training sequence length (tokens)",
     "eval_len": "evaluation sequence length (tokens)",
     "seq_len": "sequence length N (tokens)",
@@ -104,7 +105,8 @@ COLUMNS = {
     "comm_ms": "modelled all-gather time",
     "projected_ms": "compute_ms + comm_ms",
     "measured_ms": "measured latency the projection is checked against (validation rows)",
-    "error": "projected / measured - 1 (validation rows); why a cell failed (profiling)",
+    "error": "why a cell failed (empty when it ran)",
+    "relative_error": "projected / measured - 1 (the cost model's validation rows; named error before 2026-12)",
     "flops_per_device": "FLOPs of the slowest device",
     "rate_gflops": "measured kernel throughput the projection uses",
     "link": "interconnect of the projection (validation_link: the measured runs' own)",
@@ -142,7 +144,7 @@ def table2_markdown(table2: pd.DataFrame) -> str:
     if table2.empty:
         return "(no perplexity evaluations in this run)"
     table2 = table2[table2["statistic"] == "mean"]
-    blockwise = table2.get("mode", pd.Series("", index=table2.index)) == "blockwise_causal"
+    blockwise = table2.get("eval_attention", pd.Series("", index=table2.index)) == "blockwise_causal"
     cell = table2.assign(value=[
         f"{p:.2f} [{lo:.2f}, {hi:.2f}]" + ("†" if b else "") + (f" ({q:.2f})" if pd.notna(q) else "")
         for p, lo, hi, q, b in zip(table2["perplexity_mean"], table2["ci_low"], table2["ci_high"],

@@ -219,7 +219,7 @@ def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.D
     df = df.merge(paper_table2(), on=["paper_model", "paper_train_len", "paper_eval_len"],
                   how="left")
     df["statistic"] = "seed"
-    shared = ["mode", "paper_model", "paper_train_len", "paper_eval_len", "paper_perplexity",
+    shared = ["eval_attention", "paper_model", "paper_train_len", "paper_eval_len", "paper_perplexity",
               "tokens_evaluated", "split"]
     means = [dict(zip(MODEL_KEYS, key), statistic="mean",
                   **{c: rows[c].iloc[0] for c in shared if c in rows}, **seed_mean(rows))

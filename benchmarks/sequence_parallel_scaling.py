@@ -64,7 +64,7 @@ def main(argv=None):
     print(table.to_string(index=False))
     checked = validate(best, link=link_for(runs, args.link), cores=os.cpu_count())
     print(checked[["seq_len", "devices", "measured_ms", "projected_ms", "comm_ms",
-                   "error"]].to_string(index=False))
+                   "relative_error"]].to_string(index=False))
 
 
 if __name__ == "__main__":

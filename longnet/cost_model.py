@@ -187,7 +187,7 @@ def validate(distributed, link="gloo_loopback", rate_gflops: float | None = None
     test the model's scaling and communication terms. cores: when the ranks shared a CPU of this
     many cores, compute is slowed by max(1, ranks x threads_per_rank / cores) (4 one-thread ranks
     on 2 cores run at half speed). Returns the rows with measured_ms, projected_ms, compute_ms,
-    comm_ms and error = projected / measured - 1, kind="validation".
+    comm_ms and relative_error = projected / measured - 1, kind="validation".
     """
     import pandas as pd
 
@@ -217,5 +217,5 @@ def validate(distributed, link="gloo_loopback", rate_gflops: float | None = None
         p = point("longnet", r["seq_len"], r["devices"], rate_gflops / r["oversubscription"], link,
                   r["mode"], **r["shape"])
         out.append(dict(p, measured_ms=r["measured_ms"], oversubscription=r["oversubscription"],
-                        error=p["projected_ms"] / r["measured_ms"] - 1.0))
+                        relative_error=p["projected_ms"] / r["measured_ms"] - 1.0))
     return pd.DataFrame(out).assign(kind="validation")

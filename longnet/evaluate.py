@@ -5,7 +5,8 @@
     passkey(ckpt, context_lens=[256, 1024], depths=[0.1, 0.5, 0.9])  -> DataFrame
 (loss vs training FLOPs, Figure 6, is measured during training: train.py's compute_curve.csv.)
 
-Every row says which attention produced it in `mode`: "native" (the model's own attention at any
+Every row says which attention produced it in `eval_attention` (until 2026-12 named `mode`,
+which the timing tables use for fwd / fwd+bwd): "native" (the model's own attention at any
 length) or "blockwise_causal" (a vanilla model beyond its training length: the paper evaluated
 those with blockwise causal attention, each query seeing its own block of train_len tokens and the
 previous block, causally: the registered variant "blockwise_causal"). Rows carry the model's variant/params/train length/tokens seen/seed and
@@ -129,7 +130,7 @@ def perplexity(checkpoint, data_dir, eval_lens, max_tokens: int = 65536, split: 
         _use_mode(model, state, mode)
         starts = (chunks[:, None] + np.arange(longest // L) * L).ravel()
         loss, n = sequence_loss(model, tokens, L, max_tokens, device, batch_tokens, starts=starts)
-        rows.append(dict(_model_columns(state), eval_len=L, mode=mode, loss=loss,
+        rows.append(dict(_model_columns(state), eval_len=L, eval_attention=mode, loss=loss,
                          perplexity=math.exp(loss), tokens_evaluated=n, split=split, **prov))
     return pd.DataFrame(rows)
 
@@ -160,7 +161,7 @@ def context_window(checkpoint, data_dir, prompt_lens, n_final: int = 128, n_wind
         _use_mode(model, state, mode)
         loss, n = sequence_loss(model, tokens, L, 0, device, batch_tokens, score_last=n_final,
                                 starts=ends - L)
-        rows.append(dict(_model_columns(state), prompt_len=P, context_len=L, mode=mode, loss=loss,
+        rows.append(dict(_model_columns(state), prompt_len=P, context_len=L, eval_attention=mode, loss=loss,
                          perplexity=math.exp(loss), tokens_evaluated=n, split=split, **prov))
     return pd.DataFrame(rows)
 
@@ -222,7 +223,7 @@ def passkey(checkpoint, context_lens, depths=(0.1, 0.5, 0.9), trials: int = 10, 
                 exact += hits == len(answer)
                 correct_tokens += hits
                 total_tokens += len(answer)
-            rows.append(dict(_model_columns(state), context_len=L, depth=depth, mode=mode,
+            rows.append(dict(_model_columns(state), context_len=L, depth=depth, eval_attention=mode,
                              accuracy=exact / trials, token_accuracy=correct_tokens / total_tokens,
                              trials=trials, passkey_seed=seed, **prov))
     return pd.DataFrame(rows)

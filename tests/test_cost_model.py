@@ -80,10 +80,10 @@ def test_validation_calibrates_on_one_rank_and_reports_the_error():
                              dict(common, world_size=4, seq_len=256, median_ms=4.0)])
     df = validate(measured, link="nvlink")
     assert (df.kind == "validation").all() and list(df.devices) == [1, 4]
-    assert df.error.iloc[0] == pytest.approx(0.0)  # the calibration point itself
+    assert df.relative_error.iloc[0] == pytest.approx(0.0)  # the calibration point itself
     assert df.projected_ms.iloc[1] == pytest.approx(df.compute_ms.iloc[1] + df.comm_ms.iloc[1])
-    assert df.error.iloc[1] == pytest.approx(df.projected_ms.iloc[1] / 4.0 - 1)
+    assert df.relative_error.iloc[1] == pytest.approx(df.projected_ms.iloc[1] / 4.0 - 1)
     # 4 one-thread ranks on 2 cores: each computes at half the calibrated speed
     shared = validate(measured, link="nvlink", cores=2)
     assert shared.compute_ms.iloc[1] == pytest.approx(2 * df.compute_ms.iloc[1])
-    assert shared.error.iloc[0] == pytest.approx(0.0)
+    assert shared.relative_error.iloc[0] == pytest.approx(0.0)

@@ -56,9 +56,9 @@ def test_blockwise_causal_matches_dense_reference(n, block):
 def test_perplexity_grid_and_modes(run):
     df = perplexity(run / "vanilla" / "checkpoint.pt", run / "corpus", [16, 32, 128],
                     max_tokens=512)
-    assert {"variant", "params", "train_len", "eval_len", "mode", "loss", "perplexity",
+    assert {"variant", "params", "train_len", "eval_len", "eval_attention", "loss", "perplexity",
             "tokens_evaluated", "tokens_seen", "seed"} | PROVENANCE <= set(df.columns)
-    assert list(df["mode"]) == ["native", "native", "blockwise_causal"]
+    assert list(df["eval_attention"]) == ["native", "native", "blockwise_causal"]
     assert (df["train_len"] == 32).all() and (df["tokens_seen"] == 256).all()
     assert list(df["tokens_evaluated"]) == [512, 512, 512]  # every length scores the same tokens
     np.testing.assert_allclose(df["perplexity"], np.exp(df["loss"]))
@@ -66,7 +66,7 @@ def test_perplexity_grid_and_modes(run):
     # (checked through the context-window curve below); here at least one finite, sane value
     assert df["loss"].between(0, math.log(256) + 2).all()
     ln = perplexity(run / "longnet" / "checkpoint.pt", run / "corpus", [32, 128], max_tokens=256)
-    assert list(ln["mode"]) == ["native", "native"] and (ln["variant"] == "longnet").all()
+    assert list(ln["eval_attention"]) == ["native", "native"] and (ln["variant"] == "longnet").all()
     assert ln["params"][0] == '{"dilation_rates": [1, 2, 4], "segment_lengths": [16, 32, 64]}'
 
 
@@ -74,7 +74,7 @@ def test_context_window_scores_the_same_final_tokens(run):
     df = context_window(run / "vanilla" / "checkpoint.pt", run / "corpus", [0, 16, 96],
                         n_final=16, n_windows=4)
     assert list(df["prompt_len"]) == [0, 16, 96] and list(df["context_len"]) == [16, 32, 112]
-    assert list(df["mode"]) == ["native", "native", "blockwise_causal"]
+    assert list(df["eval_attention"]) == ["native", "native", "blockwise_causal"]
     assert (df["tokens_evaluated"] == 64).all()
     assert PROVENANCE <= set(df.columns)
 
@@ -91,7 +91,7 @@ def test_passkey_prompt_and_rows(run):
         passkey_prompt(tok, 10, 0.5, "12345")
 
     df = passkey(run / "vanilla" / "checkpoint.pt", [64, 96], depths=[0.0, 1.0], trials=2)
-    assert len(df) == 4 and list(df["mode"]) == ["blockwise_causal"] * 4
+    assert len(df) == 4 and list(df["eval_attention"]) == ["blockwise_causal"] * 4
     assert {"variant", "train_len", "context_len", "depth", "accuracy",
             "token_accuracy"} | PROVENANCE <= set(df.columns)
     assert df["accuracy"].between(0, 1).all() and df["token_accuracy"].between(0, 1).all()
