@@ -40,13 +40,18 @@ def _finish(fig, axes, empty: bool, what: str):
     return fig
 
 
+def _seed_means(df: pd.DataFrame, x: str, y: str) -> tuple[list, list, list, list]:
+    """(x values, mean of y, 95% t-interval low, high) over the rows (seeds) at each x."""
+    points = [(at, *t_interval(rows[y])) for at, rows in df.groupby(x)]
+    return tuple(list(v) for v in zip(*points))
+
+
 def _plot_models(ax, df: pd.DataFrame, x: str, y: str) -> None:
     """One line per trained model (variant, training length) of y against x: the mean over its
     seeds, with the 95% t interval over seeds shaded (analysis.stats) where there are >= 2."""
     for (variant, train_len), run in df.groupby(["variant", "train_len"]):
         seeds = run["seed"].nunique() if "seed" in run else 1
-        points = [(at, *t_interval(values[y])) for at, values in run.groupby(x)]
-        at, mean, low, high = (list(v) for v in zip(*points))
+        at, mean, low, high = _seed_means(run, x, y)
         line, = ax.plot(at, mean, "o-", ms=3,
                         label=f"{variant} (train {train_len}, {seeds} seed{'s' * (seeds > 1)})")
         if seeds > 1:
@@ -171,8 +176,7 @@ def model_size(sizes: pd.DataFrame):
     ax.set_xscale("log")
     if not sizes.empty:
         for i, (name, rows) in enumerate(sizes.groupby("name")):
-            points = [(p, *t_interval(r["loss"])) for p, r in rows.groupby("params")]
-            p, mean, low, high = (list(v) for v in zip(*points))
+            p, mean, low, high = _seed_means(rows, "params", "loss")
             ax.errorbar(p, mean, yerr=[[m - lo for m, lo in zip(mean, low)],
                                        [hi - m for m, hi in zip(mean, high)]],
                         fmt="o", color=f"C{i}", capsize=3,
@@ -194,9 +198,10 @@ def recall(results: pd.DataFrame):
     graph.set_ylabel("layers to reach the key (attention graph)")
     acc.set_ylim(-0.05, 1.05)
     if not results.empty:
+        top = results["layers_to_reach"].max(skipna=True)  # unreachable: one row above the rest
+        top = (top if top == top else results["n_layer"].iloc[0]) + 1
         for i, (variant, rows) in enumerate(results.groupby("variant")):
-            points = [(d, *t_interval(r["accuracy"])) for d, r in rows.groupby("distance")]
-            d, mean, low, high = (list(v) for v in zip(*points))
+            d, mean, low, high = _seed_means(rows, "distance", "accuracy")
             seeds = rows["seed"].nunique()
             acc.plot(d, mean, "o-", color=f"C{i}", label=f"{variant} ({seeds} seeds)")
             if seeds > 1:
@@ -205,9 +210,7 @@ def recall(results: pd.DataFrame):
             graph.plot(reach["distance"], reach["layers_to_reach"], "o-", color=f"C{i}",
                        label=variant)
             unreachable = reach[reach["layers_to_reach"].isna()]
-            top = results["layers_to_reach"].max(skipna=True)
-            top = (top if top == top else results["n_layer"].iloc[0]) + 1
-            if len(unreachable):  # no path at any depth: drawn as x on a row above the others
+            if len(unreachable):  # no path at any depth: drawn as x on the row above the others
                 graph.plot(unreachable["distance"], [top] * len(unreachable), "x", ms=9,
                            color=f"C{i}", label=f"{variant}: no path at any depth")
         if "chance" in results:

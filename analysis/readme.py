@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.stats import t_interval
+
 MAIN_COMMAND = "snakemake --cores 2"
 
 # What each column means, wherever it appears (units in the name: _ms, _bytes, _s, _gflops).
@@ -181,7 +183,6 @@ def recall_markdown(recall: pd.DataFrame) -> str:
     the layers the pattern needs to reach that distance (in the model's depth or not)."""
     if recall.empty:
         return "(no recall runs in this run)"
-    from analysis.stats import t_interval
     distances = sorted(recall["distance"].unique())
     lines = ["| variant | params | " + " | ".join(f"d = {d}" for d in distances) + " |",
              "|---|---|" + "---|" * len(distances)]

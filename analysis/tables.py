@@ -150,6 +150,12 @@ def variant_info(variants) -> pd.DataFrame:
                         columns=["variant", "name", "paper_model"])
 
 
+def registry_names(variants) -> dict:
+    """Variant id -> registry name, for the configured variants."""
+    info = variant_info(variants)
+    return dict(zip(info["variant"], info["name"]))
+
+
 def fit_exponent(x, y) -> float:
     """Slope of log(y) against log(x): the power of a power law (nan with fewer than 2 points)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -248,7 +254,7 @@ def claims(table: pd.DataFrame, variants) -> pd.DataFrame:
     seeds = table[table["statistic"] == "seed"] if len(table) else table
     if seeds.empty:
         return pd.DataFrame(columns=columns)
-    name = dict(zip(variant_info(variants)["variant"], variant_info(variants)["name"]))
+    name = registry_names(variants)
     by_name = {}
     for vid in seeds["variant"].unique():
         by_name.setdefault(name.get(vid), []).append(vid)
@@ -298,8 +304,7 @@ def model_size(table: pd.DataFrame, variants, params: dict, train_len: int | Non
                  & (table["eval_len"] == train_len) & table["variant"].isin(params)].copy()
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    rows["name"] = rows["variant"].map(dict(zip(variant_info(variants)["variant"],
-                                                variant_info(variants)["name"])))
+    rows["name"] = rows["variant"].map(registry_names(variants))
     rows["params"] = rows["variant"].map(params)
     fits = {}
     for name, group in rows.groupby("name"):

@@ -26,6 +26,8 @@ analysis predicts: how far a pattern carries information in a given number of la
 """
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -135,9 +137,6 @@ def train_recall(model, task: RecallTask, steps: int, batch: int, lr: float, war
     linear warm-up over `warmup` steps, then cosine decay to 0; gradients clipped to norm 1.
     `seed` sets the initialisation (the caller seeds torch before building the model) and here
     the data order."""
-    import math
-    import time
-
     if batch % parts:
         raise ValueError(f"recall batch={batch} is invalid; allowed: a multiple of parts={parts}")
     max_distance = max_distance or task.max_distance()

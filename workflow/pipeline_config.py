@@ -510,9 +510,10 @@ def check_config(config: dict, *, local: bool = True, dry_run: bool = False) -> 
     return variants
 
 
-def expected_inputs(config: dict, variants: dict) -> dict:
+def expected_inputs(config: dict, variants: dict, recall_ids=()) -> dict:
     """What each per-job CSV the tables read must hold (input kind -> path -> column -> the
-    values that must all occur, or the one value every row has; analysis.tables.read_checked)."""
+    values that must all occur, or the one value every row has; analysis.tables.read_checked).
+    recall_ids: the recall benchmark's variant ids (recall_variants, computed once at load)."""
     work, evaluation = config["work_dir"], config["evaluation"]
     profile, dist = config["profile"], config["distributed"]
     final_step = [config["training"]["steps"]]
@@ -542,7 +543,7 @@ def expected_inputs(config: dict, variants: dict) -> dict:
                                                                   "seq_len": lengths}
     expect["projected"][f"{work}/distributed/projected.csv"] = {}
     if config.get("recall"):
-        for vid in recall_variants(config):
+        for vid in recall_ids:
             for seed in config["seeds"]:
                 expect["recall"][f"{work}/recall/{vid}/s{seed}.csv"] = {
                     "variant": vid, "seed": seed, "distance": config["recall"]["distances"]}

@@ -42,7 +42,7 @@ rule aggregate:
     params:
         variants=list(VARIANTS.values()),
         paper_len_scale=config["paper_len_scale"],
-        expect=pipeline_config.expected_inputs(config, VARIANTS),
+        expect=pipeline_config.expected_inputs(config, VARIANTS, list(RECALL_VARIANTS)),
         model_params=pipeline_config.model_params(config, VARIANTS),
         model_size_len=config.get("model_size", {}).get("train_len"),
     log:

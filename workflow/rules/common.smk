@@ -86,6 +86,9 @@ def trained_paths(path, seeds=None):
             if seeds is None or s in seeds]
 
 
+# passkey retrieval runs only where the configuration has an evaluation.passkey section
+PASSKEY = "passkey" in config["evaluation"]
+
 # the recall benchmark's variants by id, FLOP-matched knobs filled in (none without a recall section)
 RECALL_VARIANTS = pipeline_config.recall_variants(config) if config.get("recall") else {}
 

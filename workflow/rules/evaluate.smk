@@ -1,7 +1,6 @@
 # Stage 3: evaluate every trained model: test perplexity at each evaluation length (Table 2), loss
 # as the prompt grows (Figure 7 right) and, where the configuration has evaluation.passkey, passkey
 # retrieval. One job per model loads the checkpoint once and writes the CSVs.
-PASSKEY = "passkey" in config["evaluation"]
 
 
 rule evaluate:
