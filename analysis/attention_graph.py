@@ -50,6 +50,14 @@ def reach_layers(pattern: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
     return layers
 
 
+def layer_matrix(name: str, params: dict | None = None, seq_len: int = 1024, heads: int = 8,
+                 causal: bool = True) -> torch.Tensor:
+    """Float (seq_len, seq_len): [i, j] = layers for token j's information to reach position i
+    in variant `name`'s stacked pattern (inf where no depth suffices)."""
+    attn = variants.build(name, num_heads=heads, **(params or {}))
+    return reach_layers(attn.pattern(seq_len, causal), torch.arange(seq_len))
+
+
 def _as_count(values: torch.Tensor) -> pd.Series:
     return pd.Series(values.numpy()).replace(float("inf"), float("nan")).astype("Int64")
 
@@ -68,7 +76,7 @@ def path_lengths(name: str, params: dict | None = None, seq_len: int = 1024, hea
         "layers": _as_count(from_last[last - distance]),
     })
     if all_queries:
-        every = reach_layers(pattern, torch.arange(seq_len))  # every[i, j]
+        every = reach_layers(pattern, torch.arange(seq_len))  # layer_matrix: every[i, j]
         i = torch.arange(seq_len)
         worst = torch.stack([every[i[d:], i[d:] - d].max() for d in range(seq_len)])
         table["layers_worst"] = _as_count(worst)

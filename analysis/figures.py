@@ -190,7 +190,9 @@ def model_size(sizes: pd.DataFrame):
 
 def recall(results: pd.DataFrame):
     """The trained recall benchmark: accuracy vs key-query distance per variant (mean over seeds,
-    95% interval shaded), beside the layers each pattern needs to reach that distance (the
+    95% interval shaded) with its ceiling dashed (the accuracy of a model exact wherever the
+    pattern connects the pair to its query within the model's depth, guessing elsewhere), beside
+    the layers each pattern needs to reach that distance from the last position (the
     attention-graph analysis at the benchmark's own length and heads; the model's depth dashed)."""
     fig, (acc, graph) = _axes("Multi-query associative recall: trained accuracy vs what the "
                               "pattern can reach", "key-query distance (tokens)", "accuracy",
@@ -206,6 +208,10 @@ def recall(results: pd.DataFrame):
             acc.plot(d, mean, "o-", color=f"C{i}", label=f"{variant} ({seeds} seeds)")
             if seeds > 1:
                 acc.fill_between(d, low, high, color=f"C{i}", alpha=0.2, lw=0)
+            if "ceiling" in rows:
+                ceiling = rows.drop_duplicates("distance").sort_values("distance")
+                acc.plot(ceiling["distance"], ceiling["ceiling"], "--", color=f"C{i}", lw=1,
+                         label=f"{variant}: ceiling (connected placements)")
             reach = rows.drop_duplicates("distance").sort_values("distance")
             graph.plot(reach["distance"], reach["layers_to_reach"], "o-", color=f"C{i}",
                        label=variant)

@@ -119,6 +119,9 @@ COLUMNS = {
     "layers": "attention layers needed to reach it (empty: unreachable)",
     "layers_to_reach": "attention layers the variant's pattern needs to reach that distance (attention graph at the benchmark's length and heads; empty: unreachable)",
     "n_layer": "layers of the trained model",
+    "reachable": "share of the held-out answers at that distance whose pair token the pattern connects to the query within n_layer layers (every placement, not only the last position's)",
+    "ceiling": "reachable + (1 - reachable) x chance: the accuracy of a model exact where a path exists and guessing uniformly where none does",
+    "answers": "held-out answers scored at that distance",
     "chance": "accuracy of a uniform guess among the values (1 / values)",
     "fit_exponent": "alpha of the power law loss = fit_coefficient * params^-alpha, fitted to the seed means of this registry name",
     "fit_coefficient": "the power law's coefficient",
@@ -193,12 +196,17 @@ def recall_markdown(recall: pd.DataFrame) -> str:
             mean, low, high = t_interval(at["accuracy"])
             layers = at["layers_to_reach"].iloc[0]
             reach = "unreachable" if pd.isna(layers) else f"{int(layers)} layer{'s' if layers > 1 else ''}"
+            if "ceiling" in at:
+                reach += f"; ceiling {at['ceiling'].iloc[0]:.2f}"
             cells.append(f"{mean:.2f} [{max(low, 0):.2f}, {min(high, 1):.2f}] ({reach})")
         lines.append(f"| {variant} | {rows['params'].iloc[0]} | " + " | ".join(cells) + " |")
     first = recall.iloc[0]
     lines += ["", f"Accuracy on held-out sequences, mean over {recall['seed'].nunique()} seeds "
                   f"[95% t interval, clipped to 0..1]; in parentheses the layers the pattern needs "
-                  f"to reach that distance (the models have {int(first['n_layer'])}). Length "
+                  f"to reach that distance from the last position (the models have "
+                  f"{int(first['n_layer'])}) and the ceiling: the accuracy of a model exact "
+                  f"wherever the pattern connects a held-out pair to its query within that "
+                  f"depth and guessing elsewhere. Length "
                   f"{int(first['seq_len'])}, {int(first['steps'])} steps per model."]
     return "\n".join(lines)
 

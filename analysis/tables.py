@@ -24,7 +24,8 @@ import yaml
 from analysis.stats import paired_test, t_interval
 
 INPUT_KINDS = ("profile", "perplexity", "context_window", "passkey", "compute_curve",
-               "metrics", "distributed", "projected", "attention_graph", "recall")
+               "metrics", "distributed", "projected", "attention_graph", "recall",
+               "recall_reach")
 
 # Fit latency exponents only where the kernels dominate: tiny lengths measure call overhead.
 MIN_FIT_LEN = 2048
@@ -73,6 +74,7 @@ NUMERIC = {
     "projected": (),
     "attention_graph": (),
     "recall": ("distance", "seq_len", "accuracy", "seed"),
+    "recall_reach": ("distance", "reachable"),
 }
 
 
@@ -320,6 +322,19 @@ def model_size(table: pd.DataFrame, variants, params: dict, train_len: int | Non
     return rows[columns].sort_values(["name", "params", "seed"], ignore_index=True)
 
 
+def recall(accuracy: pd.DataFrame, reach: pd.DataFrame) -> pd.DataFrame:
+    """The recall benchmark's per-seed rows with the theory beside them: `reachable`, the share
+    of the held-out answers at that distance whose pair the pattern connects to the query within
+    the model's depth (recall_reach), and `ceiling` = reachable + (1 - reachable) x chance, the
+    accuracy of a model exact where a path exists and guessing uniformly where none does."""
+    if accuracy.empty or reach.empty:
+        return accuracy
+    table = accuracy.merge(reach[["variant", "distance", "reachable"]], on=["variant", "distance"],
+                           how="left", validate="many_to_one")
+    table["ceiling"] = table["reachable"] + (1 - table["reachable"]) * table["chance"]
+    return table
+
+
 def with_train_len(paths, kind: str | None = None, expect: dict | None = None) -> pd.DataFrame:
     """Training outputs carry their model in the path:
     .../train/<variant>/L<train_len>/s<seed>/<file>. kind, expect: as read_csvs."""
@@ -378,6 +393,6 @@ def build_tables(inputs: dict, variants, paper_len_scale: int = 1,
         "context_window": read["context_window"],
         "passkey": read["passkey"],
         "attention_graph": read["attention_graph"],
-        "recall": read["recall"],
+        "recall": recall(read["recall"], read["recall_reach"]),
         "model_size": model_size(perplexity, variants, model_params or {}, model_size_len),
     }

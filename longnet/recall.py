@@ -110,14 +110,27 @@ def recall_loss(model, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
+def heldout(task: RecallTask, distance: int, n: int = 64, seed: int = 10_000, batch: int = 32):
+    """The held-out sequences at one distance, as (tokens, targets) batches of at most `batch`:
+    the same for every model given (n, seed), so accuracies are paired across variants."""
+    generator = torch.Generator().manual_seed(seed + distance)
+    for start in range(0, n, batch):
+        yield task.batch(min(batch, n - start), distance, generator)
+
+
+def answer_positions(task: RecallTask, distance: int, n: int = 64, seed: int = 10_000,
+                     batch: int = 32) -> torch.Tensor:
+    """The query positions of every held-out answer (its pair token is `distance` before)."""
+    return torch.cat([torch.nonzero(targets != -100)[:, 1]
+                      for _, targets in heldout(task, distance, n, seed, batch)])
+
+
 @torch.no_grad()
 def recall_accuracy(model, task: RecallTask, distance: int, n: int = 64, seed: int = 10_000,
                     batch: int = 32, device="cpu") -> float:
     """Share of answers predicted exactly (argmax) at this distance, on held-out sequences."""
-    generator = torch.Generator().manual_seed(seed + distance)
     right = total = 0
-    for start in range(0, n, batch):
-        tokens, targets = task.batch(min(batch, n - start), distance, generator)
+    for tokens, targets in heldout(task, distance, n, seed, batch):
         tokens, targets = tokens.to(device), targets.to(device)
         predicted = model(tokens).argmax(-1)
         answers = targets != -100

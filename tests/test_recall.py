@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from longnet.model import LanguageModel, ModelConfig
-from longnet.recall import RecallTask, recall_accuracy, train_recall
+from analysis.attention_graph import layer_matrix
+from longnet.recall import RecallTask, answer_positions, recall_accuracy, train_recall
 
 
 @pytest.mark.parametrize("distance", [1, 2, 17, 100, 127])
@@ -49,6 +50,43 @@ def test_accuracy_of_a_model_that_reads_the_bound_value_is_one():
 
     assert recall_accuracy(Oracle(), task, distance=9, n=16) == 1.0
     assert recall_accuracy(Oracle(), task, distance=10, n=16) < 0.5
+
+
+def test_answer_positions_are_the_answers_recall_accuracy_scores():
+    task = RecallTask(seq_len=64, pairs=6, keys=16, values=16, filler=16)
+
+    class RightLate(torch.nn.Module):  # answers correctly only from position 32 on
+        def forward(self, tokens):
+            pair = torch.roll(tokens, shifts=12, dims=1)
+            value = (pair - 1) % task.values + task.first_value
+            value[:, :32] = task.first_filler  # never an answer
+            return torch.nn.functional.one_hot(value, task.vocab_size).float()
+
+    queries = answer_positions(task, distance=12, n=40, seed=3)
+    assert len(queries) == 40 * task.pairs  # every sequence holds all its pairs at this distance
+    assert queries.min() >= 12
+    share_late = (queries >= 32).float().mean().item()
+    assert recall_accuracy(RightLate(), task, distance=12, n=40, seed=3) == pytest.approx(share_late)
+
+
+def test_longnet_connects_a_pair_and_its_query_only_inside_a_widest_segment():
+    """The benchmark's schedule (8, 16, 32) x (1, 2, 4) at length 64 with 8 heads: no branch
+    crosses a multiple of 32, and a distance divisible by 4 inside one 32-segment is one layer
+    (branch (32, 4) with the head whose offset is the positions' residue)."""
+    params = {"segment_lengths": [8, 16, 32], "dilation_rates": [1, 2, 4]}
+    layers = layer_matrix("longnet", params, seq_len=64, heads=8)
+    q = torch.arange(64)
+    for d in (24, 12, 4):
+        p = q[d:] - d
+        same = (q[d:] // 32) == (p // 32)
+        assert (layers[q[d:][same], p[same]] == 1).all()
+        assert torch.isinf(layers[q[d:][~same], p[~same]]).all()
+    # the share of held-out answers it connects, as recall_reach computes it
+    task = RecallTask(seq_len=64, pairs=6, keys=16, values=16, filler=16)
+    queries = answer_positions(task, distance=24, n=32, seed=0)
+    connected = (layers[queries, queries - 24] <= 2).float().mean()
+    assert connected == ((queries // 32) == ((queries - 24) // 32)).float().mean()
+    assert 0 < connected < 1
 
 
 def test_training_lowers_the_loss_and_is_seeded():

@@ -62,7 +62,8 @@ def expected_jobs(config: dict) -> dict[str, int]:
     seeds = len(config.get("seeds", [0]))
     models = sum(len(v.get("train_lens", [])) for v in config["variants"]) * seeds
     recall = len(config["recall"]["variants"]) * seeds if "recall" in config else 0
-    return dict(train=models, evaluate=models, recall=recall,
+    reach = len(config["recall"]["variants"]) if "recall" in config else 0
+    return dict(train=models, evaluate=models, recall=recall, recall_reach=reach,
                 profile=sum(v.get("profile", True) for v in config["variants"]),
                 attention_graph=len(config["variants"]),
                 sequence_parallel=len(config["distributed"]["world_sizes"]),
@@ -96,6 +97,22 @@ def test_other_configs_never_write_into_the_committed_reference_run(name):
         path = (REPO / config[key]).resolve()
         assert path != reference and reference not in path.parents, (key, path)
         assert Path(config[key]).parts[0] + "/" in ignored, f"{config[key]} is not git-ignored"
+
+
+def test_the_complete_cpu_study_is_committed_beside_the_reference_run_never_over_it():
+    """cpu_full's results are committed in their own folder inside results/, one that none of the
+    default run's outputs live in; its logs and per-job intermediates are git-ignored."""
+    default = yaml.safe_load((CONFIGS / "default.yaml").read_text())
+    config = yaml.safe_load((CONFIGS / "cpu_full.yaml").read_text())
+    reference = (REPO / default["results_dir"]).resolve()
+    own = (REPO / config["results_dir"]).resolve()
+    assert own.parent == reference, own
+    default_outputs = {"tables", "figures", "samples", "benchmarks", "logs", "work",
+                       "provenance.json", "README.md", "report.html"}
+    assert own.name not in default_outputs, own.name
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    assert f"{config['results_dir']}/logs/" in ignored
+    assert Path(config["work_dir"]).parts[0] + "/" in ignored, config["work_dir"]
 
 
 @pytest.mark.parametrize("changes, expected", [
@@ -210,6 +227,10 @@ def test_smoke_run_writes_every_declared_output_and_each_parses(smoke_run):
     recall = pd.read_csv(tables / "recall.csv")
     assert set(recall["seed"]) == set(SMOKE["seeds"])
     assert set(recall["distance"]) == set(SMOKE["recall"]["distances"])
+    assert recall["reachable"].between(0, 1).all()
+    assert (recall["ceiling"] >= recall["reachable"]).all()
+    vanilla = recall[recall["name"] == "vanilla"]
+    assert len(vanilla) and (vanilla["reachable"] == 1).all()  # full attention connects every pair
     latency = pd.read_csv(tables / "latency.csv")
     assert {"variant", "seq_len", "mode", "device", "dtype", "median_ms", "peak_mem_bytes",
             "status"} <= set(latency)

@@ -519,7 +519,7 @@ def expected_inputs(config: dict, variants: dict, recall_ids=()) -> dict:
     final_step = [config["training"]["steps"]]
     expect = {kind: {} for kind in ("profile", "perplexity", "context_window", "passkey",
                                     "compute_curve", "metrics", "distributed", "projected",
-                                    "attention_graph", "recall")}
+                                    "attention_graph", "recall", "recall_reach")}
     for vid, variant in variants.items():
         expect["attention_graph"][f"{work}/attention_graph/{vid}.csv"] = {"variant": vid}
         if variant["profile"]:
@@ -544,6 +544,8 @@ def expected_inputs(config: dict, variants: dict, recall_ids=()) -> dict:
     expect["projected"][f"{work}/distributed/projected.csv"] = {}
     if config.get("recall"):
         for vid in recall_ids:
+            expect["recall_reach"][f"{work}/recall/{vid}/reach.csv"] = {
+                "variant": vid, "distance": config["recall"]["distances"]}
             for seed in config["seeds"]:
                 expect["recall"][f"{work}/recall/{vid}/s{seed}.csv"] = {
                     "variant": vid, "seed": seed, "distance": config["recall"]["distances"]}

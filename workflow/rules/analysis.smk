@@ -37,6 +37,7 @@ rule aggregate:
         projected=rules.project_latency.output,
         attention_graph=expand(f"{WORK}/attention_graph/{{variant}}.csv", variant=list(VARIANTS)),
         recall=recall_paths(),
+        recall_reach=recall_reach_paths(),
     output:
         **{name: f"{WORK}/tables/{name}.csv" for name in TABLES},
     params:

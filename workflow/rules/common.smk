@@ -96,3 +96,8 @@ RECALL_VARIANTS = pipeline_config.recall_variants(config) if config.get("recall"
 def recall_paths():
     """Every recall job's CSV: one per (recall variant, seed)."""
     return [f"{WORK}/recall/{v}/s{s}.csv" for v in RECALL_VARIANTS for s in SEEDS]
+
+
+def recall_reach_paths():
+    """Every recall variant's reachability CSV (recall_reach: placements its pattern connects)."""
+    return [f"{WORK}/recall/{v}/reach.csv" for v in RECALL_VARIANTS]

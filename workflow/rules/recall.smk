@@ -24,3 +24,23 @@ rule recall:
         ENV
     script:
         "../scripts/train_recall.py"
+
+
+# The theory beside each trained result: which held-out placements the pattern connects at all
+# within the model's depth (no training; one per recall variant, the placements are every seed's).
+rule recall_reach:
+    wildcard_constraints:
+        recall_variant="|".join(re.escape(v) for v in RECALL_VARIANTS) or "^$",
+    output:
+        f"{WORK}/recall/{{recall_variant}}/reach.csv",
+    params:
+        recall=config.get("recall"),
+        spec=lambda w: RECALL_VARIANTS[w.recall_variant],
+        eval_seed=config["seed"],
+        modules=config["extra_modules"],
+    log:
+        f"{LOGS}/recall/{{recall_variant}}_reach.log",
+    conda:
+        ENV
+    script:
+        "../scripts/recall_reach.py"
