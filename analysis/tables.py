@@ -249,7 +249,9 @@ def claims(table: pd.DataFrame, variants) -> pd.DataFrame:
 
     Columns: claim, better, worse (variant ids), train_len_better, train_len_worse, eval_len, n,
     mean_diff (loss of worse minus better, nats/token), ci_low, ci_high, p_value, verdict, and
-    the paper's perplexities for the two cells (paper_better, paper_worse)."""
+    the paper's perplexities for the two cells (paper_better, paper_worse). Entries with their
+    own model size (model_overrides: the model-size study) are left out: a claim compares
+    patterns at one model size."""
     columns = ["claim", "better", "train_len_better", "worse", "train_len_worse", "eval_len", "n",
                "mean_diff", "ci_low", "ci_high", "p_value", "verdict", "paper_better",
                "paper_worse"]
@@ -258,7 +260,8 @@ def claims(table: pd.DataFrame, variants) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     name = registry_names(variants)
     by_name = {}
-    for vid in seeds["variant"].unique():
+    resized = {v.get("id", v["name"]) for v in variants if v.get("model_overrides")}
+    for vid in (v for v in seeds["variant"].unique() if v not in resized):
         by_name.setdefault(name.get(vid), []).append(vid)
     cells = {key: rows.set_index("seed") for key, rows in seeds.groupby(MODEL_KEYS)}
     rows = []

@@ -76,6 +76,16 @@ def test_claims_pair_seeds_and_decide_each_cell():
         np.mean([0.2, 0.21, 0.19]))
 
 
+def test_claims_leave_out_the_model_size_entries():
+    """A claim compares patterns at one model size: a narrower LongNet of the model-size study is
+    not set against the Sparse Transformer."""
+    cells = {("longnet", 2048, 512): [2.0, 2.1, 2.05], ("sparse_fixed", 2048, 512): [2.2, 2.31, 2.24],
+             ("longnet_d48", 2048, 512): [2.9, 3.0, 2.95]}
+    variants = VARIANTS + [dict(name="longnet", id="longnet_d48", model_overrides={"d_model": 48})]
+    found = claims(table2(seeded_perplexity(cells), variants, 16), variants)
+    assert set(found["better"]) == {"longnet"} and len(found) == 1
+
+
 def test_model_size_fits_a_power_law_to_the_seed_means():
     params = {"small": 1e5, "mid": 4e5, "big": 1.6e6}
     cells = {(v, 512, 512): [3.0 * p ** -0.1 * f for f in (0.99, 1.0, 1.01)]
