@@ -76,7 +76,7 @@ def path_lengths(name: str, params: dict | None = None, seq_len: int = 1024, hea
         "layers": _as_count(from_last[last - distance]),
     })
     if all_queries:
-        every = reach_layers(pattern, torch.arange(seq_len))  # layer_matrix: every[i, j]
+        every = reach_layers(pattern, torch.arange(seq_len))  # every[i, j]
         i = torch.arange(seq_len)
         worst = torch.stack([every[i[d:], i[d:] - d].max() for d in range(seq_len)])
         table["layers_worst"] = _as_count(worst)

@@ -208,11 +208,10 @@ def recall(results: pd.DataFrame):
             acc.plot(d, mean, "o-", color=f"C{i}", label=f"{variant} ({seeds} seeds)")
             if seeds > 1:
                 acc.fill_between(d, low, high, color=f"C{i}", alpha=0.2, lw=0)
-            if "ceiling" in rows:
-                ceiling = rows.drop_duplicates("distance").sort_values("distance")
-                acc.plot(ceiling["distance"], ceiling["ceiling"], "--", color=f"C{i}", lw=1,
+            reach = rows.drop_duplicates("distance").sort_values("distance")  # per-distance theory
+            if "ceiling" in reach:
+                acc.plot(reach["distance"], reach["ceiling"], "--", color=f"C{i}", lw=1,
                          label=f"{variant}: ceiling (connected placements)")
-            reach = rows.drop_duplicates("distance").sort_values("distance")
             graph.plot(reach["distance"], reach["layers_to_reach"], "o-", color=f"C{i}",
                        label=variant)
             unreachable = reach[reach["layers_to_reach"].isna()]

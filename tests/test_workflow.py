@@ -61,9 +61,9 @@ def expected_jobs(config: dict) -> dict[str, int]:
     """Jobs per rule that a configuration implies."""
     seeds = len(config.get("seeds", [0]))
     models = sum(len(v.get("train_lens", [])) for v in config["variants"]) * seeds
-    recall = len(config["recall"]["variants"]) * seeds if "recall" in config else 0
-    reach = len(config["recall"]["variants"]) if "recall" in config else 0
-    return dict(train=models, evaluate=models, recall=recall, recall_reach=reach,
+    recall_variants = len(config["recall"]["variants"]) if "recall" in config else 0
+    return dict(train=models, evaluate=models, recall=recall_variants * seeds,
+                recall_reach=recall_variants,
                 profile=sum(v.get("profile", True) for v in config["variants"]),
                 attention_graph=len(config["variants"]),
                 sequence_parallel=len(config["distributed"]["world_sizes"]),

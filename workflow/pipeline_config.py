@@ -20,6 +20,7 @@ value and what is allowed:
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
 import importlib.util
 import inspect
 import re
@@ -517,9 +518,7 @@ def expected_inputs(config: dict, variants: dict, recall_ids=()) -> dict:
     work, evaluation = config["work_dir"], config["evaluation"]
     profile, dist = config["profile"], config["distributed"]
     final_step = [config["training"]["steps"]]
-    expect = {kind: {} for kind in ("profile", "perplexity", "context_window", "passkey",
-                                    "compute_curve", "metrics", "distributed", "projected",
-                                    "attention_graph", "recall", "recall_reach")}
+    expect = defaultdict(dict)  # kinds with no input are filled in by analysis.tables
     for vid, variant in variants.items():
         expect["attention_graph"][f"{work}/attention_graph/{vid}.csv"] = {"variant": vid}
         if variant["profile"]:
@@ -549,4 +548,4 @@ def expected_inputs(config: dict, variants: dict, recall_ids=()) -> dict:
             for seed in config["seeds"]:
                 expect["recall"][f"{work}/recall/{vid}/s{seed}.csv"] = {
                     "variant": vid, "seed": seed, "distance": config["recall"]["distances"]}
-    return expect
+    return dict(expect)

@@ -92,6 +92,14 @@ PASSKEY = "passkey" in config["evaluation"]
 # the recall benchmark's variants by id, FLOP-matched knobs filled in (none without a recall section)
 RECALL_VARIANTS = pipeline_config.recall_variants(config) if config.get("recall") else {}
 
+wildcard_constraints:
+    recall_variant="|".join(re.escape(v) for v in RECALL_VARIANTS) or "^$",
+
+# what every recall-benchmark job (rules recall, recall_reach) is given
+RECALL_PARAMS = dict(recall=config.get("recall"),
+                     spec=lambda w: RECALL_VARIANTS[w.recall_variant],
+                     eval_seed=config["seed"], modules=config["extra_modules"])
+
 
 def recall_paths():
     """Every recall job's CSV: one per (recall variant, seed)."""

@@ -6,15 +6,10 @@
 # variant's attention FLOPs at recall.seq_len match LongNet's (pipeline_config.recall_variants).
 
 rule recall:
-    wildcard_constraints:
-        recall_variant="|".join(re.escape(v) for v in RECALL_VARIANTS) or "^$",
     output:
         f"{WORK}/recall/{{recall_variant}}/s{{seed}}.csv",
     params:
-        recall=config.get("recall"),
-        spec=lambda w: RECALL_VARIANTS[w.recall_variant],
-        eval_seed=config["seed"],
-        modules=config["extra_modules"],
+        **RECALL_PARAMS,
     threads: job_threads("recall")
     resources:
         **job_resources("recall"),
@@ -29,15 +24,10 @@ rule recall:
 # The theory beside each trained result: which held-out placements the pattern connects at all
 # within the model's depth (no training; one per recall variant, the placements are every seed's).
 rule recall_reach:
-    wildcard_constraints:
-        recall_variant="|".join(re.escape(v) for v in RECALL_VARIANTS) or "^$",
     output:
         f"{WORK}/recall/{{recall_variant}}/reach.csv",
     params:
-        recall=config.get("recall"),
-        spec=lambda w: RECALL_VARIANTS[w.recall_variant],
-        eval_seed=config["seed"],
-        modules=config["extra_modules"],
+        **RECALL_PARAMS,
     log:
         f"{LOGS}/recall/{{recall_variant}}_reach.log",
     conda:
