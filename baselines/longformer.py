@@ -90,7 +90,7 @@ class Longformer(BlockSparseVariant, AttentionVariant):
         mask = torch.stack(masks)
         return mask & (j <= i) if causal else mask
 
-    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):
+    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu", max_len=None):
         """Keeps the global tokens and the last window * max(dilation) + 1 positions."""
         g = self.global_tokens
         dilations = torch.tensor(self.dilations, device=device)[:, None]

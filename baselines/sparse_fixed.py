@@ -71,7 +71,7 @@ class SparseFixed(BlockSparseVariant, AttentionVariant):
         mask = torch.stack(masks)
         return mask & (j <= i) if causal else mask
 
-    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):
+    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu", max_len=None):
         """Keeps the current block and the summary cells of earlier blocks (those of any head):
         block + N * (summary cells per block) / block rows."""
         ranges = [self.summary_offsets(h) for h in range(self.num_heads)]

@@ -52,7 +52,7 @@ class SparseStrided(BlockSparseVariant, AttentionVariant):
             mask = mask & (j <= i)
         return mask.expand(self.num_heads, n, n)
 
-    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):
+    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu", max_len=None):
         """Reads stride + t / stride keys, but every earlier key is read again (by t + m*stride),
         so the cache keeps them all."""
         def reads(t, positions):

@@ -32,6 +32,6 @@ class Vanilla(AttentionVariant):
         check_flops_args(self.name, n, head_dim)
         return dense_attention_flops(n, self.num_heads, head_dim, causal)
 
-    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):
+    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu", max_len=None):
         """Every key is read again by every later query: the full cache, growing with N."""
         return RowCache(batch, self.num_heads, head_dim, dtype=dtype, device=device)

@@ -1,4 +1,4 @@
-"""Decoding cost per generated token vs context length, for each attention variant (issue 13).
+"""Decoding cost per generated token vs context length, for each attention variant.
 
     python benchmarks/bench_decode.py [--quick] [--context-lens 1024 ... 1048576] [--out results/tables]
 
@@ -15,8 +15,13 @@ steps); a cache that outgrows --max-cache-bytes while filling is recorded as
 Model throughput: a whole LanguageModel (the given size) per variant: prefill tokens/s (the
 normal forward over a prompt, filling the caches) and decode tokens/s (cached steps after it).
 
-Writes decode.csv (variant, shape, heads, head_dim, context_len, ms_per_token (median),
-ms_per_token_min, cache_bytes, status, provenance columns) and decode_throughput.csv, and the figure decode.png beside them.
+Each context gets the cache of a sequence of that many tokens (`new_cache(max_len=N)`): LongNet's
+schedule by the paper's rule covers the context, so its cache gains one branch of w / r rows per
+head with each doubling (logarithmic growth; `schedule` / `widest_segment` say what ran).
+
+Writes decode.csv (variant, shape, heads, head_dim, context_len, schedule, widest_segment,
+ms_per_token (median), ms_per_token_min, cache_bytes, cache_rows_per_head, status, provenance
+columns) and decode_throughput.csv, and the figure decode.png beside them.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import baselines
 from longnet.model import LanguageModel, ModelConfig
 from longnet.provenance import provenance
 from longnet.timing import time_ms
+from longnet.variants import schedule_columns
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTEXT_LENS = [1024, 4096, 16384, 65536, 262144, 1048576]
@@ -46,9 +52,11 @@ VARIANTS = [  # the paper's configurations (benchmarks/bench_variants.py uses th
 FILL_CHUNK = 65536
 
 
-def filled_cache(attn, head_dim: int, context_len: int, max_cache_bytes: int | None, seed: int = 0):
-    """attn's cache holding context_len random positions, or None if it outgrew max_cache_bytes."""
-    cache = attn.new_cache(1, head_dim)
+def filled_cache(attn, head_dim: int, context_len: int, max_cache_bytes: int | None, seed: int = 0,
+                 max_len: int | None = None):
+    """attn's cache holding context_len random positions, or None if it outgrew max_cache_bytes;
+    max_len: the longest sequence it will hold (LongNet: the schedule covers it)."""
+    cache = attn.new_cache(1, head_dim, max_len=max_len)
     if cache is None:
         raise ValueError(f"attention variant {attn.name!r} cannot decode (new_cache returns None)")
     generator = torch.Generator().manual_seed(seed)
@@ -59,6 +67,12 @@ def filled_cache(attn, head_dim: int, context_len: int, max_cache_bytes: int | N
         if max_cache_bytes is not None and cache.nbytes > max_cache_bytes:
             return None
     return cache
+
+
+def cache_rows_per_head(cache, dims: dict) -> float:
+    """Key rows the cache holds per head and batch element: its bytes over (keys and values) x
+    heads x head_dim x bytes per element (fp32)."""
+    return cache.nbytes / (2 * dims["heads"] * dims["head_dim"] * 4)
 
 
 def time_step(cache, heads: int, head_dim: int, repeats: int, warmup: int) -> tuple[float, float]:
@@ -83,15 +97,18 @@ def layer_cells(variants, shapes, context_lens, repeats: int = 5, warmup: int = 
             attn = baselines.build(spec["name"], num_heads=dims["heads"], **spec.get("params", {}))
             for n in context_lens:
                 # the warm-up and timed steps are positions n - warmup - repeats .. n - 1
-                cache = filled_cache(attn, dims["head_dim"], max(0, n - warmup - repeats), max_cache_bytes)
-                row = dict(variant=spec.get("id", spec["name"]), shape=shape, **dims, context_len=n)
+                # the cache for a sequence of n tokens: LongNet's schedule covers the context
+                cache = filled_cache(attn, dims["head_dim"], max(0, n - warmup - repeats), max_cache_bytes,
+                                     max_len=n)
+                row = dict(variant=spec.get("id", spec["name"]), shape=shape, **dims, context_len=n,
+                           **schedule_columns(attn, n))
                 if cache is None:
                     row.update(ms_per_token=math.nan, ms_per_token_min=math.nan, cache_bytes=math.nan,
-                               status="over_cap")
+                               cache_rows_per_head=math.nan, status="over_cap")
                 else:
                     median, least = time_step(cache, dims["heads"], dims["head_dim"], repeats, warmup)
                     row.update(ms_per_token=median, ms_per_token_min=least, cache_bytes=cache.nbytes,
-                               status="ok")
+                               cache_rows_per_head=cache_rows_per_head(cache, dims), status="ok")
                 del cache
                 rows.append(row)
                 if progress:
@@ -113,7 +130,7 @@ def model_throughput(variants, size: str, prompt_len: int, new_tokens: int, over
                                              "max_seq_len": prompt_len + new_tokens})
         model = LanguageModel(cfg).eval()
         tokens = torch.randint(0, cfg.vocab_size, (1, prompt_len + new_tokens))
-        caches = model.new_caches(1)
+        caches = model.new_caches(1, max_len=prompt_len + new_tokens)
         start = time.perf_counter()
         model(tokens[:, :prompt_len], caches=caches)  # prefill
         prefill_s = time.perf_counter() - start
@@ -143,22 +160,40 @@ def run(context_lens=CONTEXT_LENS, shapes=SHAPES, variants=VARIANTS, repeats=5, 
     return cells.assign(**stamp), throughput.assign(**stamp)
 
 
+def cache_growth(rows: pd.DataFrame) -> float:
+    """Least-squares slope of cache rows per head against log2(context): rows added per doubling
+    (constant for a cache that grows logarithmically)."""
+    import numpy as np
+    x, y = np.log2(rows["context_len"].to_numpy(float)), rows["cache_rows_per_head"].to_numpy(float)
+    return float(np.polyfit(x, y, 1)[0]) if len(rows) > 1 else math.nan
+
+
 def summary(cells: pd.DataFrame) -> str:
-    """The issue's questions, answered from the table: is LongNet's step flat from 64K to the
-    longest context, and from which context is it faster than vanilla's (per shape)."""
+    """The questions the benchmark answers, from the table: how LongNet's step and cache grow
+    with the context (its schedule covering the context: one more branch per doubling), and from
+    which context it is faster and smaller than vanilla (per shape)."""
     lines = []
     ok = cells[cells["status"] == "ok"]
     for shape, rows in ok.groupby("shape"):
         per = {v: r.set_index("context_len") for v, r in rows.groupby("variant")}
         if "longnet" not in per:
             continue
-        longnet = per["longnet"]
-        tail = longnet[longnet.index >= 65536]
+        longnet = tail = per["longnet"]
         if len(tail) > 1:
-            lines.append(f"{shape}: longnet ms/token {tail['ms_per_token'].iloc[0]:.3f} at "
-                         f"{tail.index[0]} -> {tail['ms_per_token'].iloc[-1]:.3f} at {tail.index[-1]} "
-                         f"(max/min {tail['ms_per_token'].max() / tail['ms_per_token'].min():.2f}x), "
-                         f"cache max/min {tail['cache_bytes'].max() / tail['cache_bytes'].min():.2f}x")
+            first, last = tail.index[0], tail.index[-1]
+            lines.append(
+                f"{shape}: longnet ({tail['schedule'].iloc[-1]} schedule, widest segment "
+                f"{tail['widest_segment'].iloc[-1]:.0f} at {last}) ms/token "
+                f"{tail['ms_per_token'].iloc[0]:.3f} at {first} -> {tail['ms_per_token'].iloc[-1]:.3f} "
+                f"at {last}; cache {tail['cache_rows_per_head'].iloc[0]:.0f} -> "
+                f"{tail['cache_rows_per_head'].iloc[-1]:.0f} rows per head "
+                f"(+{cache_growth(tail.reset_index()):.0f} per doubling of the context)")
+        for name, other in per.items():
+            if name == "longnet" or len(other) < 2:
+                continue
+            grown = other["cache_rows_per_head"].iloc[-1] / other["cache_rows_per_head"].iloc[0]
+            lines.append(f"{shape}: {name} cache x{grown:.1f} from {other.index[0]} to "
+                         f"{other.index[-1]} (context x{other.index[-1] / other.index[0]:.0f})")
         if "vanilla" in per:
             both = longnet.add_suffix("_longnet").join(per["vanilla"].add_suffix("_vanilla"), how="inner")
             faster = both[both["ms_per_token_longnet"] < both["ms_per_token_vanilla"]].index

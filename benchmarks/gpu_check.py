@@ -212,7 +212,7 @@ def check_dilated(report, device, lengths, dtype, heads=8, head_dim=64):
         n = 150
         q, k, v = (torch.randn(1, n, 4, 32, device=device) for _ in range(3))
         full = attn(q, k, v, causal=True)
-        cache = attn.new_cache(1, 32, dtype=torch.float32, device=device)
+        cache = attn.new_cache(1, 32, dtype=torch.float32, device=device, max_len=n)
         steps = []
         for t in range(n):
             cache.append(k[:, t:t + 1], v[:, t:t + 1])
@@ -318,7 +318,7 @@ def check_decode(report, device, context_lens, dtype):
         for n in context_lens:
             case = f"{name} context={n}"
             with report.section("decode", case):
-                cache = attn.new_cache(1, head_dim, dtype=dtype, device=device)
+                cache = attn.new_cache(1, head_dim, dtype=dtype, device=device, max_len=n)
                 chunk = torch.randn(2, 1, min(n, 65_536), heads, head_dim, device=device, dtype=dtype)
                 while cache.length < n - 8:
                     m = min(chunk.shape[2], n - 8 - cache.length)

@@ -27,7 +27,8 @@ from __future__ import annotations
 import math
 
 from .flops import BACKWARD_FACTOR, attention_flops, causal_pairs
-from .schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedule
+from .schedule import (PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedule, paper_schedule,
+                       schedule_label)
 
 # Nominal per-GPU link numbers (bytes/s, seconds). NVLink: A100 NVLink3 is 300 GB/s per direction
 # (H100 NVLink4: 450 GB/s); InfiniBand: HDR 200 Gb/s = 25 GB/s per GPU (NDR 400 Gb/s: 50 GB/s).
@@ -67,13 +68,6 @@ def _all_gather_s(ranks: int, chunk_bytes: float, bandwidth: float, latency: flo
     log2(m) latencies and the same m - 1 chunks of bandwidth."""
     steps = ranks - 1 if algorithm == "ring" else math.ceil(math.log2(ranks)) if ranks > 1 else 0
     return steps * latency + (ranks - 1) * chunk_bytes / bandwidth
-
-
-def extended_schedule(n: int, segment_lengths=PAPER_SEGMENT_LENGTHS,
-                      dilation_rates=PAPER_DILATION_RATES) -> tuple[list[int], list[int]]:
-    """(segment_lengths, dilation_rates) of `DilatedSchedule.extended_to(n)`, as lists."""
-    extended = DilatedSchedule(segment_lengths, dilation_rates).extended_to(n)
-    return list(extended.segment_lengths), list(extended.dilation_rates)
 
 
 def rank_cost(variant: str, n: int, devices: int, *, segment_lengths=PAPER_SEGMENT_LENGTHS,
@@ -151,9 +145,10 @@ def project(measured, seq_lens, tokens_per_device: int, link="nvlink", *,
             algorithm: str = "ring"):
     """Projected per-device latency for each variant and N, devices = max(1, N / tokens_per_device).
 
-    extend_schedule: continue the LongNet branches geometrically up to N (`extended_schedule`),
-    so that the longest segment always spans the whole sequence; otherwise the given schedule is
-    used as is (the paper's stops at 32K, beyond which nothing crosses a 4-device block).
+    extend_schedule: the paper's rule (`longnet.schedule.paper_schedule`): the branches continued
+    by (2w, 2r) until one segment covers N; otherwise the given schedule is used as is (the
+    paper's stops at 32K, beyond which nothing crosses a 4-device block). Rows say which in
+    `schedule` (paper / pinned / truncated) and `widest_segment`.
     measured: {variant: GFLOP/s} or a profiling sweep DataFrame (see `rates_from`).
     Returns a DataFrame: variant, seq_len, devices, projected_ms, compute_ms, comm_ms, link,
     kind="projected", plus tokens_per_device, mode, flops_per_device, rate_gflops.
@@ -170,12 +165,17 @@ def project(measured, seq_lens, tokens_per_device: int, link="nvlink", *,
     for variant in variants:
         for n in seq_lens:
             devices = max(1, n // tokens_per_device)
-            segments, dilations = (extended_schedule(n, segment_lengths, dilation_rates)
-                                   if extend_schedule else (segment_lengths, dilation_rates))
-            rows.append(point(variant, n, devices, rates[variant], link, mode, algorithm,
-                              segment_lengths=segments, dilation_rates=dilations,
-                              heads=heads, head_dim=head_dim, batch=batch, causal=causal,
-                              dtype_bytes=DTYPE_BYTES[dtype]))
+            base = DilatedSchedule(segment_lengths, dilation_rates)
+            schedule = paper_schedule(n, base) if extend_schedule else base
+            row = point(variant, n, devices, rates[variant], link, mode, algorithm,
+                        segment_lengths=list(schedule.segment_lengths),
+                        dilation_rates=list(schedule.dilation_rates), heads=heads,
+                        head_dim=head_dim, batch=batch, causal=causal,
+                        dtype_bytes=DTYPE_BYTES[dtype])
+            longnet = variant == "longnet"
+            row.update(schedule=schedule_label(base, n, extend_schedule) if longnet else "",
+                       widest_segment=schedule.widest_segment if longnet else math.nan)
+            rows.append(row)
     return pd.DataFrame(rows).assign(kind="projected", dtype=dtype, extend_schedule=extend_schedule)
 
 

@@ -157,6 +157,22 @@ class DilatedKVCache:
     def nbytes(self) -> int:
         return sum(x.numel() * x.element_size() for x in (*self.keys, *self.values))
 
+    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The causal outputs of a prompt (B, P, H, D) under this cache's schedule, then `append`
+        of its keys and values: for a causal query the segments up to it do not depend on the
+        sequence's length, so these are the outputs the forward over the cache's whole length
+        gives at the prompt's positions (the schedule of a shorter forward may have fewer
+        branches: longnet.schedule.paper_schedule)."""
+        from .dilated_attention import dilated_attention
+
+        if self.length:
+            raise ValueError("prefill needs an empty cache (append and attend continue one)")
+        segments = [w for w, _ in self.branches]
+        rates = [r for _, r in self.branches]
+        out = dilated_attention(q, k, v, segments, rates, causal=True, scale=self.scale)
+        self.append(k, v)
+        return out
+
     def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
         """Write positions length .. end - 1; only those in each branch's last segment are kept
         (earlier ones of that segment are already in place when the cache was in it)."""

@@ -177,9 +177,10 @@ class LanguageModel(nn.Module):
             x = block(x, positions, None if caches is None else caches[i])
         return F.linear(self.final_ln(x), self.embed.weight)  # tied output head
 
-    def new_caches(self, batch: int) -> list:
-        """One empty decoding cache per layer (ValueError if the attention cannot decode)."""
-        return [block.attn.new_cache(batch) for block in self.blocks]
+    def new_caches(self, batch: int, max_len: int | None = None) -> list:
+        """One empty decoding cache per layer (ValueError if the attention cannot decode);
+        max_len: the longest sequence they will hold (LongNet's schedule covers it)."""
+        return [block.attn.new_cache(batch, max_len) for block in self.blocks]
 
     @torch.no_grad()
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
@@ -200,7 +201,7 @@ class LanguageModel(nn.Module):
                              "(0 = greedy)")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"generate: top_k={top_k!r} is invalid; allowed: None or an int >= 1")
-        caches = self.new_caches(tokens.shape[0])
+        caches = self.new_caches(tokens.shape[0], tokens.shape[1] + max_new_tokens)
         out = [tokens]
         logits = self(tokens, caches=caches)[:, -1]  # prefill
         for i in range(max_new_tokens):

@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .dilated_attention import dilated_attention, validate_options
-from .kv_cache import DilatedKVCache
+from .dilated_attention import validate_options
 from .positions import build_position_embedding
-from .schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedule
+from .schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS
 
 
 class MultiheadAttention(nn.Module):
@@ -25,7 +24,7 @@ class MultiheadAttention(nn.Module):
 
     attend: the pattern, called as attend(q, k, v, causal=...) on (B, N, H, D) tensors; swappable
     (evaluation swaps in blockwise causal attention to run a vanilla model past its training length).
-    Cached decoding uses attend.new_cache(batch, head_dim, dtype=..., device=...) when attend has
+    Cached decoding uses attend.new_cache(batch, head_dim, dtype=..., device=..., max_len=...) when attend has
     one (every registered variant; see `new_cache` below).
     """
 
@@ -47,12 +46,14 @@ class MultiheadAttention(nn.Module):
         # MAGNETO (Wang et al. 2022): a LayerNorm on the attention output, before out_proj
         self.inner_ln = nn.LayerNorm(embed_dim) if sub_ln else nn.Identity()
 
-    def new_cache(self, batch: int):
+    def new_cache(self, batch: int, max_len: int | None = None):
         """An empty decoding cache for this layer (longnet.kv_cache contract), in the dtype and on
-        the device of its weights; ValueError if the attention cannot decode."""
+        the device of its weights; ValueError if the attention cannot decode. max_len: the
+        longest sequence it will hold (LongNet's schedule at that length; see the variant)."""
         make = getattr(self.attend, "new_cache", None)
         cache = None if make is None or not self.causal else make(
-            batch, self.head_dim, dtype=self.qkv_proj.weight.dtype, device=self.qkv_proj.weight.device)
+            batch, self.head_dim, dtype=self.qkv_proj.weight.dtype, device=self.qkv_proj.weight.device,
+            max_len=max_len)
         if cache is None:
             raise ValueError(f"attention {self.attend!r} has no cached decoding path (needs causal "
                              "attention whose new_cache returns a cache)")
@@ -69,7 +70,9 @@ class MultiheadAttention(nn.Module):
             if positions is None:
                 positions = torch.arange(start, start + x.shape[1], device=x.device)
             q, k = self.positions(q, k, positions)
-        if cache is None or start == 0:
+        if cache is not None and start == 0 and hasattr(cache, "prefill"):
+            out = cache.prefill(q, k, v)  # a cache whose pattern is set by its length (LongNet's)
+        elif cache is None or start == 0:
             # no cache, or prefill: the full causal forward gives every prompt position at once
             out = self.attend(q, k, v, causal=self.causal)
             if cache is not None:
@@ -84,24 +87,23 @@ class MultiheadAttention(nn.Module):
 
 
 class MultiheadDilatedAttention(MultiheadAttention):
-    """LongNet's attention layer: projections, XPos, sub-LN and dilated attention with a decode cache."""
+    """LongNet's attention layer: projections, XPos, sub-LN and the registered `longnet` variant
+    (longnet.variants.LongNet: dilated attention, its schedule by the paper's rule unless
+    extend=False, and its decode cache). The same layer the LM builds for attention="longnet"."""
 
     def __init__(self, embed_dim: int, num_heads: int, segment_lengths: Sequence[int] = PAPER_SEGMENT_LENGTHS,
                  dilation_rates: Sequence[int] = PAPER_DILATION_RATES, *, causal: bool = True,
                  positions: str | None = "xpos", sub_ln: bool = True, bias: bool = True, max_len: int = 0,
-                 backend: str = "auto", exact_grad: bool = True):
-        schedule = DilatedSchedule(segment_lengths, dilation_rates)
+                 backend: str = "auto", exact_grad: bool = True, extend: bool = True):
+        from .variants import LongNet
+
         validate_options(causal, exact_grad=exact_grad, backend=backend)
-        self.segment_lengths, self.dilation_rates = list(schedule.segment_lengths), list(schedule.dilation_rates)
-
-        def attend(q, k, v, causal=True):
-            return dilated_attention(q, k, v, self.segment_lengths, self.dilation_rates, causal=causal,
-                                     backend=backend, exact_grad=exact_grad)
-
-        def new_cache(batch, head_dim, *, dtype=torch.float32, device="cpu"):
-            return DilatedKVCache(batch, num_heads, head_dim, self.segment_lengths, self.dilation_rates,
-                                  dtype=dtype, device=device)
-
-        attend.new_cache = new_cache
+        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+            raise ValueError(f"num_heads={num_heads!r} is invalid; allowed: an int >= 1")
+        attend = LongNet(num_heads, list(segment_lengths), list(dilation_rates), extend=extend,
+                         exact_grad=exact_grad, backend=backend)
+        schedule = attend.schedule
         super().__init__(embed_dim, num_heads, attend, causal=causal, positions=positions, sub_ln=sub_ln,
                          bias=bias, max_len=max_len)
+        self.segment_lengths = list(schedule.segment_lengths)
+        self.dilation_rates = list(schedule.dilation_rates)

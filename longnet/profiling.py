@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 
 MODES = ("fwd", "fwd+bwd")
 DTYPES = ("float32", "bfloat16", "float16")
-STATUSES = ("ok", "oom", "timeout", "error")
 READY = "ready"  # the child's signal that start-up is over and the timed cell begins
 STARTUP_CAP_S = 120.0  # importing torch on a loaded machine, before the cell's own time cap
 
@@ -255,9 +254,12 @@ def sweep(variants: list[dict], seq_lens, modes=MODES, dtype: str = "float32",
         variants=variants, seq_lens=list(seq_lens), modes=list(modes), dtype=dtype, device=device,
         heads=heads, head_dim=head_dim, total_tokens=total_tokens, causal=causal), device=device)
     prov["device_name"] = prov.pop("device")
+    from longnet.variants import schedule_columns
+
     rows = []
     for spec in variants:
         name, params = spec["name"], dict(spec.get("params") or {})
+        attn = build_variant(name, heads, params)  # its schedule at each length, for the rows
         for mode in modes:
             failed = None
             for n in sorted(seq_lens):
@@ -275,7 +277,8 @@ def sweep(variants: list[dict], seq_lens, modes=MODES, dtype: str = "float32",
                            heads=heads, head_dim=head_dim, causal=causal, median_ms=float("nan"),
                            min_ms=float("nan"), max_ms=float("nan"), repeats=0,
                            peak_mem_bytes=float("nan"), idle_mem_bytes=float("nan"),
-                           flops=float("nan"), gflops_per_s=float("nan"), backend="", error="")
+                           flops=float("nan"), gflops_per_s=float("nan"), backend="", error="",
+                           **schedule_columns(attn, n))
                 row.update(result)
                 row.update(prov)
                 rows.append(row)

@@ -14,6 +14,10 @@ The rule, for branch (w, r) over n tokens and head h:
     schedule.pattern(n, heads)                           # Bool (H, n, n): keys each query sees
     schedule.uncovered_fraction(heads)                   # per branch, rows no head selects
 
+The paper's rule for which schedule a sequence of n tokens gets: `paper_schedule(n, base)`, the
+base continued by (2w, 2r) until one segment covers n; every result built from a LongNet schedule
+says how it was used (`schedule_label`: paper / pinned / truncated).
+
 Everything that needs the rule (the block plan of longnet.dilated_attention, decoding and its
 cache, the FLOP count, the cost model, the variant's pattern) asks this module.
 """
@@ -150,9 +154,16 @@ class DilatedSchedule:
         none when heads >= r. n as in `Branch.uncovered_fraction`."""
         return tuple(branch.uncovered_fraction(heads, n) for branch in self.branches)
 
+    @property
+    def widest_segment(self) -> int:
+        """The largest segment length w (unclipped): tokens further apart never share a segment."""
+        return max(self.segment_lengths)
+
     def extended_to(self, n: int) -> DilatedSchedule:
         """The schedule continued past its last branch (w, r) by (2w, 2r), (4w, 4r), ... until a
-        segment covers n: every added branch keeps w/r, so each costs the same per token."""
+        segment covers n (unchanged when one already does). Every added branch keeps the last
+        branch's w / r rows per segment, so its cost per token, n w / r^2 per head, is half the
+        branch before it: the total stays linear in n. See `paper_schedule`."""
         segments, rates = list(self.segment_lengths), list(self.dilation_rates)
         while segments[-1] < n:
             segments.append(segments[-1] * 2)
@@ -181,5 +192,39 @@ class DilatedSchedule:
 
 PAPER_SCHEDULE = DilatedSchedule()
 
+# How a LongNet schedule is used at a length n, in every table row built from one (`schedule`):
+SCHEDULE_PAPER = "paper"          # extended by the paper's rule until one segment covers n
+SCHEDULE_PINNED = "pinned"        # used as given, and its widest segment covers n anyway
+SCHEDULE_TRUNCATED = "truncated"  # used as given, and its widest segment stops short of n
+SCHEDULE_LABELS = (SCHEDULE_PAPER, SCHEDULE_PINNED, SCHEDULE_TRUNCATED)
+
+
+def paper_schedule(n: int, base: DilatedSchedule = PAPER_SCHEDULE) -> DilatedSchedule:
+    """The paper's schedule for a sequence of n tokens: `base` (by default its Table 2 schedule,
+    w = 2K..32K with r = 1, 2, 4, 6, 12), continued by (2w, 2r), (4w, 4r), ... until one segment
+    covers n.
+
+    The paper's rule is that the widest segment covers the sequence: its Figure 5 models have
+    "up to 3 segment lengths: 2048, the tokens per device, and the full sequence length" (section
+    3.2), and Table 2's widest segment equals the longest training length. Which branches are
+    added is not fixed by the paper (Figure 5's dilation rates are not stated), so the suite uses
+    the (2w, 2r) extension (docs/schedule.md in the repository): every rate is defined, every added branch keeps
+    the last branch's w / r rows per segment (so decoding caches grow by one branch of constant
+    size per doubling of the context: logarithmically), and its per-token cost halves with each
+    doubling (total cost linear in n, about 5% above the base schedule's for the paper's).
+    Below the widest segment the base is returned unchanged (w is clipped to n where it runs)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"paper_schedule: n={n!r} is invalid; allowed: an int >= 0")
+    return base.extended_to(n)
+
+
+def schedule_label(schedule: DilatedSchedule, n: int, extend: bool) -> str:
+    """`paper` when the schedule is extended by the paper's rule at n (`paper_schedule`), else
+    `pinned` when it is used as given and its widest segment covers n, `truncated` when not."""
+    if extend:
+        return SCHEDULE_PAPER
+    return SCHEDULE_PINNED if schedule.widest_segment >= n else SCHEDULE_TRUNCATED
+
 __all__ = ["Branch", "DilatedSchedule", "PAPER_DILATION_RATES", "PAPER_SCHEDULE",
-           "PAPER_SEGMENT_LENGTHS", "block_pairs", "causal_pairs"]
+           "PAPER_SEGMENT_LENGTHS", "SCHEDULE_LABELS", "SCHEDULE_PAPER", "SCHEDULE_PINNED",
+           "SCHEDULE_TRUNCATED", "block_pairs", "causal_pairs", "paper_schedule", "schedule_label"]

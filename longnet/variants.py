@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import numbers
 import pkgutil
 
@@ -29,11 +30,12 @@ from .backends import BACKENDS
 from .dilated_attention import dilated_attention
 from .flops import dilated_attention_flops
 from .kv_cache import DilatedKVCache
-from .schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedule
+from .schedule import (PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedule,
+                       paper_schedule, schedule_label)
 
 __all__ = ["AttentionVariant", "BUILTIN_PACKAGE", "LongNet", "available", "build", "check",
            "check_backend", "check_flops_args", "check_positive_int", "load_modules",
-           "param_defaults", "register", "variant_class"]
+           "param_defaults", "register", "schedule_columns", "variant_class"]
 
 BUILTIN_PACKAGE = "baselines"  # the comparison variants, loaded on the first registry lookup
 
@@ -122,10 +124,12 @@ class AttentionVariant(nn.Module):
         raise NotImplementedError
 
     def new_cache(self, batch: int, head_dim: int, *, dtype: torch.dtype = torch.float32,
-                  device: torch.device | str = "cpu"):
+                  device: torch.device | str = "cpu", max_len: int | None = None):
         """A cache for causal token-by-token decoding (the contract of longnet.kv_cache:
         `append(k, v)` then `attend(q)` gives the causal forward's output at the new position,
         holding only the rows later queries still read), or None: this variant cannot decode.
+        max_len: the longest sequence it will hold, for a variant whose pattern depends on the
+        length (LongNet's schedule covers it); the others ignore it.
 
         A variant that is one masked softmax per query usually returns
         `longnet.kv_cache.RowCache(batch, self.num_heads, head_dim, reads=..., keeps=...)`."""
@@ -210,44 +214,73 @@ def build(name: str, num_heads: int, **params) -> AttentionVariant:
 @register("longnet")
 class LongNet(AttentionVariant):
     """LongNet dilated attention (Ding et al. 2023) as a variant: a thin adapter over
-    `longnet.dilated_attention`. Defaults are the paper's branch schedule; each segment length is
-    clipped to N by the core. Not one masked softmax (branches are mixed by their lse weights,
+    `longnet.dilated_attention`. Not one masked softmax (branches are mixed by their lse weights,
     and a key seen by two branches counts twice), so mask() is None and pattern() is the union
-    of branches."""
+    of branches.
+
+    The schedule at length n follows the paper's rule (`longnet.schedule.paper_schedule`): the
+    given branches (default: the paper's Table 2 schedule), continued by (2w, 2r) until one
+    segment covers n, each segment clipped to n. extend=False pins the given branches at every
+    length; a length past their widest segment is then `truncated` (`schedule_label`)."""
 
     small_params = ({"segment_lengths": [4, 8, 16], "dilation_rates": [1, 2, 4]},
-                    {"segment_lengths": [6, 12], "dilation_rates": [2, 3]})
+                    {"segment_lengths": [6, 12], "dilation_rates": [2, 3]},
+                    {"segment_lengths": [4, 8], "dilation_rates": [1, 2], "extend": False})
 
     def __init__(self, num_heads: int, segment_lengths: list[int] = list(PAPER_SEGMENT_LENGTHS),
-                 dilation_rates: list[int] = list(PAPER_DILATION_RATES), exact_grad: bool = True,
-                 backend: str = "auto"):
+                 dilation_rates: list[int] = list(PAPER_DILATION_RATES), extend: bool = True,
+                 exact_grad: bool = True, backend: str = "auto"):
         super().__init__(num_heads)
         check_backend(self.name, backend)
         try:
             self.schedule = DilatedSchedule(segment_lengths, dilation_rates)
         except ValueError as error:
             raise ValueError(f"attention variant {self.name!r}: {error}") from None
+        check(self.name, "extend", extend, isinstance(extend, bool), "true or false")
         check(self.name, "exact_grad", exact_grad, isinstance(exact_grad, bool), "true or false")
         self.segment_lengths, self.dilation_rates = list(segment_lengths), list(dilation_rates)
-        self.exact_grad, self.backend = exact_grad, backend
+        self.extend, self.exact_grad, self.backend = extend, exact_grad, backend
+
+    def schedule_at(self, n: int) -> DilatedSchedule:
+        """The branches this variant runs over n tokens (before clipping w to n)."""
+        return paper_schedule(n, self.schedule) if self.extend else self.schedule
+
+    def schedule_label(self, n: int) -> str:
+        """How the schedule is used at n: paper / pinned / truncated (longnet.schedule)."""
+        return schedule_label(self.schedule, n, self.extend)
 
     def forward(self, q, k, v, causal=True):
         self.check_inputs(q, k, v)
-        return dilated_attention(q, k, v, self.segment_lengths, self.dilation_rates, causal=causal,
-                                 backend=self.backend, exact_grad=self.exact_grad)
+        schedule = self.schedule_at(q.shape[1])
+        return dilated_attention(q, k, v, schedule.segment_lengths, schedule.dilation_rates,
+                                 causal=causal, backend=self.backend, exact_grad=self.exact_grad)
 
     def pattern(self, n, causal=True):
         """Union over branches: same segment of w (clipped to n), both rows selected by head h's
         offset h mod r inside the segment (longnet.schedule.DilatedSchedule.pattern)."""
-        return self.schedule.pattern(n, self.num_heads, causal)
+        return self.schedule_at(n).pattern(n, self.num_heads, causal)
 
-    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu"):
+    def new_cache(self, batch, head_dim, *, dtype=torch.float32, device="cpu", max_len=None):
         """Per branch and head only the current segment's rows on the head's lattice:
-        sum_i ceil(w_i / r_i) rows per head, whatever the context length."""
-        return DilatedKVCache(batch, self.num_heads, head_dim, self.segment_lengths,
-                              self.dilation_rates, dtype=dtype, device=device)
+        sum_i ceil(w_i / r_i) rows per head, whatever the context length. The schedule is the one
+        the forward runs over max_len tokens (the given branches when max_len is None), so each
+        step equals the causal forward over max_len tokens at that position."""
+        schedule = self.schedule if max_len is None else self.schedule_at(max_len)
+        return DilatedKVCache(batch, self.num_heads, head_dim, schedule.segment_lengths,
+                              schedule.dilation_rates, dtype=dtype, device=device)
 
     def flops(self, n, head_dim, causal=True):
         check_flops_args(self.name, n, head_dim)
-        return dilated_attention_flops(n, self.segment_lengths, self.dilation_rates,
+        schedule = self.schedule_at(n)
+        return dilated_attention_flops(n, schedule.segment_lengths, schedule.dilation_rates,
                                        self.num_heads, head_dim, causal)
+
+
+def schedule_columns(attend, n: int) -> dict:
+    """The `schedule` and `widest_segment` columns of a result row at length n: for LongNet how
+    its schedule was used (paper / pinned / truncated) and the widest segment it ran with; empty
+    for variants without a schedule."""
+    if not isinstance(attend, LongNet):
+        return dict(schedule="", widest_segment=math.nan)
+    return dict(schedule=attend.schedule_label(n),
+                widest_segment=attend.schedule_at(n).widest_segment)

@@ -117,13 +117,14 @@ def test_flops_count_the_pattern(name, params):
 @pytest.mark.parametrize("name, params", CASES)
 def test_decoding_token_by_token_equals_the_forward(name, params):
     """new_cache: a prefill (one append of a prompt) and then append + attend per token give the
-    causal forward's output at every position; or the variant declares it cannot decode (None)."""
+    causal forward's output at every position (the forward over max_len = n tokens: LongNet's
+    schedule covers n); or the variant declares it cannot decode (None)."""
     attn = baselines.build(name, num_heads=HEADS, **params)
     n = 41
     q, k, v = (x.detach() for x in qkv(n))
     full = attn(q, k, v, causal=True)
     for prompt in (0, 6):
-        cache = attn.new_cache(2, DIM, dtype=torch.float64)
+        cache = attn.new_cache(2, DIM, dtype=torch.float64, max_len=n)
         if cache is None:
             pytest.skip(f"{name} declares that it cannot decode (new_cache returns None)")
         if prompt:

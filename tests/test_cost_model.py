@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from longnet.cost_model import (LINKS, extended_schedule, point, project, rank_cost, rates_from,
+from longnet.cost_model import (LINKS, point, project, rank_cost, rates_from,
                                 validate)
 from longnet.flops import dilated_attention_flops, dense_attention_flops
 
@@ -59,10 +59,22 @@ def test_link_presets_and_errors():
     assert set(LINKS) >= {"nvlink", "infiniband"}
 
 
-def test_extended_schedule_keeps_w_over_r():
-    segments, dilations = extended_schedule(2 ** 20)
+def test_projection_uses_the_paper_rule_and_says_so():
+    rows = project({"longnet": 100.0, "vanilla": 100.0}, [2 ** 15, 2 ** 20], 2 ** 15,
+                   extend_schedule=True)
+    longnet = rows[rows["variant"] == "longnet"].set_index("seq_len")
+    assert list(longnet["schedule"]) == ["paper", "paper"]
+    assert list(longnet["widest_segment"]) == [2 ** 15, 2 ** 20]
+    from longnet.schedule import paper_schedule
+    extended = paper_schedule(2 ** 20)
+    segments, rates = extended.segment_lengths, extended.dilation_rates
     assert segments[-1] >= 2 ** 20 and segments[-2] < 2 ** 20
-    assert [w // r for w, r in zip(segments[5:], dilations[5:])] == [32768 // 12] * (len(segments) - 5)
+    assert [w // r for w, r in zip(segments[5:], rates[5:])] == [32768 // 12] * (len(segments) - 5)
+    # the projection's FLOPs are those of the extended schedule
+    assert longnet.loc[2 ** 20, "flops_per_device"] == rank_cost(
+        "longnet", 2 ** 20, 32, segment_lengths=list(segments), dilation_rates=list(rates))[0]
+    pinned = project({"longnet": 100.0}, [2 ** 20], 2 ** 15, variants=("longnet",))
+    assert list(pinned["schedule"]) == ["truncated"] and list(pinned["widest_segment"]) == [32768]
 
 
 def test_rates_from_a_sweep_use_the_longest_successful_length():

@@ -136,7 +136,7 @@ def test_cached_logits_equal_the_full_forward(attention, params, positions):
     tokens = torch.randint(0, 32, (1, 50), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         full = model(tokens)
-        caches = model.new_caches(1)
+        caches = model.new_caches(1, max_len=50)  # LongNet's schedule covers the 50 tokens
         steps = [model(tokens[:, :7], caches=caches)]  # prefill, then one token at a time
         steps += [model(tokens[:, t:t + 1], caches=caches) for t in range(7, 50)]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-9, atol=1e-10)
@@ -187,13 +187,23 @@ def test_decode_benchmark_rows_and_figure():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.bench_decode import layer_cells, model_throughput, summary
 
-    variants = [{"name": "longnet", "params": {"segment_lengths": [16, 32], "dilation_rates": [1, 2]}},
+    schedule = {"segment_lengths": [16, 32], "dilation_rates": [1, 2]}
+    variants = [{"name": "longnet", "params": schedule},
+                {"id": "pinned", "name": "longnet", "params": {**schedule, "extend": False}},
                 {"name": "vanilla", "params": {}}]
     cells = layer_cells(variants, {"toy": {"heads": 2, "head_dim": 8}}, [64, 256, 1024], repeats=1,
                         warmup=0, max_cache_bytes=100_000, progress=False)
-    longnet, vanilla = (cells[cells["variant"] == v].set_index("context_len") for v in ("longnet", "vanilla"))
-    assert (longnet["status"] == "ok").all() and longnet["cache_bytes"].nunique() == 1
-    assert longnet["cache_bytes"].iloc[0] == 2 * 2 * (16 + 16) * 8 * 4  # sum ceil(w/r) rows per head
+    longnet, pinned, vanilla = (cells[cells["variant"] == v].set_index("context_len")
+                                for v in ("longnet", "pinned", "vanilla"))
+    # the paper's rule: the widest segment covers the context, one branch of w / r = 16 rows per
+    # head more with each doubling (logarithmic); pinned: constant, and truncated past 32
+    assert (longnet["status"] == "ok").all() and list(longnet["schedule"]) == ["paper"] * 3
+    assert list(longnet["widest_segment"]) == [64, 256, 1024]
+    assert list(longnet["cache_rows_per_head"]) == [48, 80, 112]
+    assert longnet.loc[1024, "cache_bytes"] == 2 * 2 * 112 * 8 * 4  # keys and values, 2 heads, fp32
+    assert list(pinned["schedule"]) == ["truncated"] * 3 and pinned["cache_bytes"].nunique() == 1
+    assert pinned["cache_bytes"].iloc[0] == 2 * 2 * (16 + 16) * 8 * 4  # sum ceil(w/r) rows per head
+    assert "+16 per doubling" in summary(cells)
     assert vanilla.loc[64, "status"] == "ok" and vanilla.loc[1024, "status"] == "over_cap"
     assert vanilla.loc[256, "cache_bytes"] > vanilla.loc[64, "cache_bytes"]
     assert (cells.loc[cells["status"] == "ok", "ms_per_token"] > 0).all()
