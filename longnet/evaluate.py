@@ -5,12 +5,14 @@
     passkey(ckpt, context_lens=[256, 1024], depths=[0.1, 0.5, 0.9])  -> DataFrame
 (loss vs training FLOPs, Figure 6, is measured during training: train.py's compute_curve.csv.)
 
-Every row says which attention produced it in `eval_attention` (until 2026-12 named `mode`,
-which the timing tables use for fwd / fwd+bwd): "native" (the model's own attention at any
-length) or "blockwise_causal" (a vanilla model beyond its training length: the paper evaluated
-those with blockwise causal attention, each query seeing its own block of train_len tokens and the
-previous block, causally: the registered variant "blockwise_causal"). Rows carry the model's variant/params/train length/tokens seen/seed and
-the `longnet.provenance` columns.
+Every row says which attention produced it in `eval_attention`: "native" (the model's own
+attention, at any length) or "blockwise_causal". Beyond its training length every model is
+evaluated both ways (`eval_attentions`): natively, and with blockwise causal attention as the
+paper did "when the input is longer than the maximum length that the models support" (section
+4.2): each query sees its own block of train_len tokens and the whole previous block, causally,
+through the model's own attention inside that window (the registered variant "blockwise_causal"
+with inner = the model's attention; dense for vanilla). Rows carry the model's variant / params /
+train length / tokens seen / seed and the `longnet.provenance` columns.
 """
 
 import json
@@ -25,9 +27,9 @@ from longnet.checkpoint import load_checkpoint
 from longnet.data import get_tokenizer, load_split
 from longnet.model import LanguageModel, ModelConfig
 from longnet.provenance import provenance
-from longnet.variants import build
+from longnet.variants import build, schedule_columns
 
-MODES = ("native", "blockwise_causal")
+EVAL_ATTENTIONS = ("native", "blockwise_causal")
 
 
 def load_model(checkpoint, device="cpu"):
@@ -39,18 +41,25 @@ def load_model(checkpoint, device="cpu"):
     return model, state
 
 
-def attention_mode(state: dict, length: int) -> str:
-    """Which attention evaluates this model at `length` (see the module docstring)."""
-    tc = state["train_config"]
-    return "blockwise_causal" if tc["attention"] == "vanilla" and length > tc["seq_len"] \
-        else "native"
+def eval_attentions(train_len: int, length: int) -> tuple[str, ...]:
+    """The attentions a model trained at train_len is evaluated with at `length`: its own
+    ("native"), and beyond its training length also "blockwise_causal" (the paper's protocol)."""
+    return EVAL_ATTENTIONS if length > train_len else EVAL_ATTENTIONS[:1]
 
 
-def _use_mode(model, state: dict, mode: str) -> None:
+def context_prompts(prompt_lens, n_final: int, train_len: int) -> list[int]:
+    """The prompt lengths of the context-window evaluation a model trained at train_len gets:
+    those whose prompt and scored tokens fit inside its training length (P + n_final <=
+    train_len), so its own pattern, as trained, connects the scored tokens to the prompt."""
+    return [p for p in prompt_lens if p + n_final <= train_len]
+
+
+def _use_attention(model, state: dict, eval_attention: str) -> None:
     cfg = state["model_config"]
-    if mode == "blockwise_causal":
+    if eval_attention == "blockwise_causal":
         model.set_attention(build("blockwise_causal", num_heads=cfg["n_head"],
-                                  block=state["train_config"]["seq_len"]))
+                                  block=state["train_config"]["seq_len"], inner=cfg["attention"],
+                                  inner_params=dict(cfg["attention_params"])))
     else:
         model.set_attention(build(cfg["attention"], num_heads=cfg["n_head"],
                                   **cfg["attention_params"]))
@@ -115,8 +124,8 @@ def perplexity(checkpoint, data_dir, eval_lens, max_tokens: int = 65536, split: 
     max(eval_lens) tokens spread evenly over the split, each tiled by windows of the length (a
     length that does not divide the longest leaves the chunk's tail unscored). The loss is the
     mean over every position of every window.
-    Columns: variant, params, train_len, eval_len, mode, loss, perplexity, tokens_evaluated,
-    tokens_seen, seed, split, + provenance.
+    Columns: variant, params, train_len, eval_len, eval_attention, loss, perplexity,
+    tokens_evaluated, tokens_seen, seed, split, schedule, widest_segment, + provenance.
     """
     model, state = load_model(checkpoint, device)
     tokens = load_split(data_dir, split)
@@ -126,13 +135,24 @@ def perplexity(checkpoint, data_dir, eval_lens, max_tokens: int = 65536, split: 
     chunks = spread_starts(len(tokens), longest, max(1, max_tokens // longest))
     rows = []
     for L in eval_lens:
-        mode = attention_mode(state, L)
-        _use_mode(model, state, mode)
-        starts = (chunks[:, None] + np.arange(longest // L) * L).ravel()
-        loss, n = sequence_loss(model, tokens, L, max_tokens, device, batch_tokens, starts=starts)
-        rows.append(dict(_model_columns(state), eval_len=L, eval_attention=mode, loss=loss,
-                         perplexity=math.exp(loss), tokens_evaluated=n, split=split, **prov))
+        for attention in eval_attentions(state["train_config"]["seq_len"], L):
+            _use_attention(model, state, attention)
+            starts = (chunks[:, None] + np.arange(longest // L) * L).ravel()
+            loss, n = sequence_loss(model, tokens, L, max_tokens, device, batch_tokens,
+                                    starts=starts)
+            rows.append(dict(_model_columns(state), eval_len=L, eval_attention=attention,
+                             loss=loss, perplexity=math.exp(loss), tokens_evaluated=n,
+                             split=split, **_attention_columns(model, L), **prov))
     return pd.DataFrame(rows)
+
+
+def _attention_columns(model, length: int) -> dict:
+    """The schedule columns of the attention a row was evaluated with (longnet.variants); for
+    blockwise causal, its inner attention over the windows of two blocks it runs on."""
+    attend = model.blocks[0].attn.attend
+    if getattr(attend, "inner_variant", None) is not None:
+        return schedule_columns(attend.inner_variant, min(length, 2 * attend.block))
+    return schedule_columns(attend, length)
 
 
 def context_window(checkpoint, data_dir, prompt_lens, n_final: int = 128, n_windows: int = 16,
@@ -140,9 +160,13 @@ def context_window(checkpoint, data_dir, prompt_lens, n_final: int = 128, n_wind
     """Loss on a fixed set of final tokens as the prompt before them grows (Figure 7, right).
 
     n_windows spans of n_final tokens, spread evenly over the split, are scored after prompts of
-    each length in prompt_lens (the same spans for every prompt length).
-    Columns: variant, params, train_len, prompt_len, context_len (prompt + n_final), mode, loss,
-    perplexity, tokens_evaluated, tokens_seen, seed, split, + provenance.
+    each length in prompt_lens (the same spans for every prompt length and every model). A
+    model gets the prompts that fit its training length with the scored tokens
+    (`context_prompts`), evaluated natively: the curve measures its use of context it was
+    trained to reach, not a segment alignment or an extrapolation.
+    Columns: variant, params, train_len, prompt_len, context_len (prompt + n_final),
+    eval_attention, loss, perplexity, tokens_evaluated, tokens_seen, seed, split, schedule,
+    widest_segment, + provenance.
     """
     model, state = load_model(checkpoint, device)
     tokens = load_split(data_dir, split)
@@ -155,14 +179,14 @@ def context_window(checkpoint, data_dir, prompt_lens, n_final: int = 128, n_wind
     prov = _provenance(state, kind="context_window", prompt_lens=list(prompt_lens),
                        n_final=n_final, n_windows=n_windows, split=split)
     rows = []
-    for P in prompt_lens:
+    _use_attention(model, state, "native")
+    for P in context_prompts(prompt_lens, n_final, state["train_config"]["seq_len"]):
         L = P + n_final
-        mode = attention_mode(state, L)
-        _use_mode(model, state, mode)
         loss, n = sequence_loss(model, tokens, L, 0, device, batch_tokens, score_last=n_final,
                                 starts=ends - L)
-        rows.append(dict(_model_columns(state), prompt_len=P, context_len=L, eval_attention=mode, loss=loss,
-                         perplexity=math.exp(loss), tokens_evaluated=n, split=split, **prov))
+        rows.append(dict(_model_columns(state), prompt_len=P, context_len=L,
+                         eval_attention="native", loss=loss, perplexity=math.exp(loss),
+                         tokens_evaluated=n, split=split, **_attention_columns(model, L), **prov))
     return pd.DataFrame(rows)
 
 
@@ -210,8 +234,8 @@ def passkey(checkpoint, context_lens, depths=(0.1, 0.5, 0.9), trials: int = 10, 
                        depths=list(depths), trials=trials, passkey_seed=seed)
     rows = []
     for L in context_lens:
-        mode = attention_mode(state, L)
-        _use_mode(model, state, mode)
+        mode = eval_attentions(state["train_config"]["seq_len"], L)[-1]  # BCA beyond train_len
+        _use_attention(model, state, mode)
         for depth in depths:
             exact, correct_tokens, total_tokens = 0, 0, 0
             for _ in range(trials):
