@@ -51,8 +51,11 @@ COLUMNS = {
     "seed": "training seed of the model (initialisation and data order)",
     "statistic": "seed: one trained model; mean: the aggregate over a cell's seeds",
     "perplexity_mean": "exp(mean test loss over seeds): the geometric mean perplexity",
-    "ci_low": "lower end of the 95% Student-t interval over seeds (perplexity: of the loss, exponentiated)",
+    "ci_low": "lower end of the 95% interval of the mean over seeds, test-set noise included (analysis.stats.cell_interval; perplexity: of the loss, exponentiated)",
     "ci_high": "upper end of that interval",
+    "seed_sd": "sd of the test loss over seeds",
+    "eval_se": "test-set sampling noise of the cell: sqrt(mean loss_se^2) over its seeds (0 where loss_se is absent)",
+    "loss_se": "standard error of the model's mean test loss over its evaluation chunks",
     "n_seeds": "seeds in the aggregate",
     "claim": "the paper's claim tested",
     "better": "the variant the claim says is better (lower loss)",
@@ -228,8 +231,9 @@ def results_readme(tables: dict[str, pd.DataFrame], figures: list[str], captions
         "",
         "## Table 2: test perplexity, ours (paper's in parentheses, lengths scaled)",
         "",
-        "Mean over training seeds [95% t interval over seeds]; per-seed rows in "
-        "`tables/table2_perplexity.csv`.",
+        "Mean over training seeds [95% interval over seeds, test-set noise included where "
+        "the evaluation measured it: analysis.stats.cell_interval]; per-seed rows, and each "
+        "cell's seed_sd and eval_se, in `tables/table2_perplexity.csv`.",
         "",
         table2_markdown(tables.get("table2_perplexity", pd.DataFrame())),
         "",

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis.stats import paired_test, t_interval
+from analysis.stats import cell_interval, paired_test
 
 INPUT_KINDS = ("profile", "perplexity", "context_window", "passkey", "compute_curve",
                "metrics", "distributed", "projected", "attention_graph", "recall",
@@ -204,10 +204,14 @@ MODEL_KEYS = ["variant", "train_len", "eval_len"]
 
 def seed_mean(rows: pd.DataFrame) -> dict:
     """One model cell's seeds -> perplexity_mean (geometric: exp of the mean test loss), its 95%
-    t interval (the loss interval exponentiated: analysis.stats) and n_seeds."""
-    mean, low, high = t_interval(rows["loss"])
-    return dict(perplexity_mean=math.exp(mean), ci_low=math.exp(low), ci_high=math.exp(high),
-                loss=mean, n_seeds=rows["seed"].nunique())
+    interval including test-set noise (analysis.stats.cell_interval: the seed spread and the
+    rows' loss_se, 0 where the rows have none; the loss interval exponentiated), n_seeds and the
+    two spreads: seed_sd (sd of the test loss over seeds) and eval_se (sqrt of the mean loss_se^2;
+    0 without loss_se)."""
+    cell = cell_interval(rows["loss"], rows["loss_se"] if "loss_se" in rows else None)
+    return dict(perplexity_mean=math.exp(cell["mean"]), ci_low=math.exp(cell["low"]),
+                ci_high=math.exp(cell["high"]), loss=cell["mean"], n_seeds=rows["seed"].nunique(),
+                seed_sd=cell["seed_sd"], eval_se=cell["eval_se"])
 
 
 def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.DataFrame:
@@ -215,8 +219,9 @@ def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.D
     same model at the same lengths scaled by paper_len_scale (NaN where the paper has none).
 
     One row per seed (statistic "seed": seed, perplexity, loss, ...) and one aggregate row per
-    cell (statistic "mean": perplexity_mean, ci_low, ci_high of the 95% t interval over seeds,
-    n_seeds; seed and perplexity empty). See analysis.stats for the interval."""
+    cell (statistic "mean": perplexity_mean, ci_low, ci_high of the 95% interval over seeds with
+    test-set noise included, n_seeds, seed_sd, eval_se; seed and perplexity empty). See
+    analysis.stats.cell_interval for the interval."""
     if perplexity.empty:
         return pd.DataFrame(columns=TABLE2_FIRST)
     info = variant_info(variants)[["variant", "paper_model"]]
