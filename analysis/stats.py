@@ -286,31 +286,3 @@ def seeds_needed(sd: float, delta: float = MIN_EFFECT, test: str = PAIRED,
         if power(n, sd, delta, test, sd_worse, eval_var, alpha) >= target:
             return n
     return math.inf
-
-
-def paired_test(better, worse, level: float = LEVEL) -> dict:
-    """Two-sided paired t-test of the claim (the per-cell verdicts of claims(); replaced by
-    one_sided). The claim "`better` has the lower value", seed by seed.
-
-    Returns n, mean_diff (worse - better: positive when the claim is right), ci_low, ci_high,
-    p_value (two-sided; nan when every difference is equal or n < 2) and the verdict."""
-    a, b = np.asarray(better, dtype=float), np.asarray(worse, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"paired_test: {len(a)} and {len(b)} values; pairs need equal counts")
-    diff = b - a
-    mean, low, high = t_interval(diff, level)
-    p = math.nan
-    if len(diff) >= 2 and np.ptp(diff) > 0:
-        p = float(stats.ttest_rel(b, a).pvalue)
-    elif len(diff) >= 2 and mean != 0:  # identical non-zero differences: no doubt at all
-        p, low, high = 0.0, mean, mean
-    if not (low == low and high == high):  # nan bounds
-        verdict = CANNOT_TELL
-    elif low > 0:
-        verdict = HOLDS
-    elif high < 0:
-        verdict = DOES_NOT_HOLD
-    else:
-        verdict = CANNOT_TELL
-    return dict(n=len(diff), mean_diff=mean, ci_low=low, ci_high=high, p_value=p,
-                verdict=verdict)

@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from analysis.stats import (CANNOT_TELL, DOES_NOT_HOLD, HOLDS, PAIRED, WELCH,
-                            benjamini_hochberg, cell_interval, choose_test, holm, one_sided,
-                            paired_test, power,
+from analysis.stats import (CANNOT_TELL, DOES_NOT_HOLD, EXPLORATORY, HOLDS, PAIRED, SLOPE, WELCH,
+                            benjamini_hochberg, cell_interval, choose_test, holm, one_sided, power,
                             seeds_needed, t_interval, verdict)
 from analysis.tables import claims, model_size, table2
 
@@ -37,20 +36,6 @@ def test_cell_interval_adds_the_shared_test_noise_undivided_by_the_seeds():
     assert cell["low"] < plain["low"] and cell["high"] > plain["high"]  # never narrower
     same = cell_interval([2.0, 2.0, 2.0], [0.05] * 3)  # no seed spread: the eval noise remains
     assert same["high"] - same["low"] == pytest.approx(2 * scipy_stats.t.ppf(0.975, 2) * 0.05)
-
-
-def test_paired_test_verdicts_follow_the_interval_of_the_differences():
-    better = [2.00, 2.10, 2.05]
-    assert paired_test(better, [2.20, 2.31, 2.24])["verdict"] == HOLDS
-    assert paired_test(better, [1.90, 2.01, 1.93])["verdict"] == DOES_NOT_HOLD
-    noisy = paired_test(better, [2.30, 1.90, 2.06])
-    assert noisy["verdict"] == CANNOT_TELL and noisy["ci_low"] < 0 < noisy["ci_high"]
-    result = paired_test(better, [2.20, 2.31, 2.24])
-    assert result["p_value"] == pytest.approx(
-        scipy_stats.ttest_rel([2.20, 2.31, 2.24], better).pvalue)
-    assert paired_test([1.0], [2.0])["verdict"] == CANNOT_TELL  # one pair decides nothing
-    with pytest.raises(ValueError, match="equal counts"):
-        paired_test([1.0, 2.0], [1.0])
 
 
 BETTER = [2.00, 2.10, 2.05, 2.12]
@@ -242,22 +227,153 @@ def test_table2_mean_rows_carry_both_spreads_and_widen_with_test_noise():
     assert mean["ci_low"] < math.exp(t_interval(losses)[1])
 
 
-def test_claims_pair_seeds_and_decide_each_cell():
-    cells = {("longnet", 2048, 512): [2.0, 2.1, 2.05], ("sparse_fixed", 2048, 512): [2.2, 2.31, 2.24],
-             ("longnet", 2048, 2048): [2.0, 2.1, 2.05], ("sparse_fixed", 2048, 2048): [2.3, 1.9, 2.06],
-             ("vanilla", 128, 512): [1.9, 2.01, 1.93], ("vanilla", 128, 128): [1.0, 1.0, 1.0],
-             ("longnet", 2048, 128): [2.0, 2.0, 2.0], ("sparse_fixed", 2048, 128): [2.5, 2.5, 2.5]}
-    table = table2(seeded_perplexity(cells), VARIANTS, 16)
-    found = claims(table, VARIANTS).set_index(["claim", "worse", "eval_len"])
-    sparse = "longnet beats sparse_fixed at equal lengths"
-    assert found.loc[(sparse, "sparse_fixed", 512), "verdict"] == HOLDS
-    assert found.loc[(sparse, "sparse_fixed", 2048), "verdict"] == CANNOT_TELL
-    assert found.loc[(sparse, "sparse_fixed", 128), "verdict"] == HOLDS  # equal differences
-    beyond = "longnet beats vanilla beyond vanilla's training length"
-    assert found.loc[(beyond, "vanilla", 512), "verdict"] == DOES_NOT_HOLD
-    assert (beyond, "vanilla", 128) not in found.index  # not beyond vanilla's 128
-    assert found.loc[(sparse, "sparse_fixed", 512), "mean_diff"] == pytest.approx(
-        np.mean([0.2, 0.21, 0.19]))
+def synthetic_study(longnet_gain=0.1, seeds=(0, 1, 2), loss_se=None):
+    """Table 2, recall and model-size tables of a small study where LongNet wins everywhere by
+    about `longnet_gain` nats (noise 0.01), the Sparse Transformer degrades past its training
+    length, and the size trend is clear."""
+    rng = np.random.default_rng(3)
+    k = len(seeds)
+    noise = lambda: rng.normal(0, 0.01, k)  # noqa: E731
+    cells = {}
+    for n in (512, 2048):
+        for e in (128, 512, 2048):
+            base = 3.0 + noise()
+            cells[("longnet", n, e)] = base - longnet_gain - (0.1 if n == 2048 else 0)
+            cells[("sparse_fixed", n, e)] = base + (0.3 if e > n else 0)
+    for e in (128, 512, 2048):
+        cells[("vanilla", 128, e)] = 3.0 + (0.5 if e > 128 else 0) + noise()
+    for name, p in (("longnet_d48", 1e5), ("longnet_d72", 2e5)):
+        cells[(name, 2048, 2048)] = 3.0 + 0.1 * math.log(4.8e5 / p) + noise()
+    variants = VARIANTS + [dict(name="longnet", id=v, model_overrides={"d_model": 48})
+                           for v in ("longnet_d48", "longnet_d72")]
+    table = table2(seeded_perplexity({k_: list(v) for k_, v in cells.items()}, list(seeds),
+                                     loss_se), variants, 16)
+    params = {"longnet_d48": 1e5, "longnet_d72": 2e5, "longnet": 4.8e5}
+    sizes = model_size(table, variants, params, 2048)
+    recall_rows = []
+    for variant, acc in (("longnet", 0.9), ("sparse_fixed", 0.5), ("sparse_strided", 0.6),
+                         ("longformer", 0.7), ("vanilla", 1.0)):
+        params_ = ('{"dilation_rates": [1, 2], "segment_lengths": [8, 16]}'
+                   if variant == "longnet" else "{}")
+        for d in (2, 6, 12):
+            for s in seeds:
+                near = 1.0 if d <= 8 else acc
+                recall_rows.append(dict(variant=variant, name=variant, params=params_,
+                                        distance=d, seq_len=64, seed=s,
+                                        accuracy=near + rng.normal(0, 0.01)))
+    return table, variants, pd.DataFrame(recall_rows), sizes
+
+
+def test_claims_one_primary_test_per_claim_and_the_pairing_rule():
+    table, variants, recall, sizes = synthetic_study()
+    found = claims(table, variants, recall, sizes)
+    primary = found[found["primary"]]
+    assert primary["claim"].is_unique
+    assert set(primary["claim"]) == {
+        "longnet beats sparse_fixed at equal lengths",
+        "longnet beats vanilla beyond vanilla's training length",
+        "longer training length helps longnet at the longest evaluation",
+        "sparse_fixed degrades beyond its training length more than longnet",
+        "longnet recalls beyond its smallest segment better than sparse_fixed",
+        "longnet recalls beyond its smallest segment better than sparse_strided",
+        "longnet recalls beyond its smallest segment better than longformer",
+        "longnet loss falls with model size"}
+    test = primary.set_index("claim")["test"]
+    assert test["longnet beats sparse_fixed at equal lengths"] == PAIRED
+    assert test["longnet beats vanilla beyond vanilla's training length"] == WELCH
+    assert test["longer training length helps longnet at the longest evaluation"] == WELCH
+    assert test["sparse_fixed degrades beyond its training length more than longnet"] == PAIRED
+    assert test["longnet recalls beyond its smallest segment better than longformer"] == PAIRED
+    assert test["longnet loss falls with model size"] == SLOPE
+    # every primary claim is true in this study, and decided so after Holm
+    assert (primary["verdict"] == HOLDS).all(), primary[["claim", "p_adjusted"]]
+    assert (primary["family"] == "primary").all()
+    assert primary["p_adjusted"].to_numpy() == pytest.approx(holm(primary["p_value"]))
+    assert (primary["seeds_needed"] >= 2).all()
+    explore = found[~found["primary"]]
+    assert len(explore) > 0 and (explore["verdict"] == EXPLORATORY).all()
+    assert (explore["family"] == "exploratory").all() and explore["p_adjusted"].isna().all()
+    # exploratory cells test by the same pairing rule
+    cell = explore.set_index(["claim", "train_len_worse", "eval_len"])
+    assert cell.loc[("longnet beats sparse_fixed at equal lengths", 512, 2048), "test"] == PAIRED
+    assert (cell.loc[("longnet beats vanilla beyond vanilla's training length", 128, 512),
+                     "test"] == WELCH).all()  # LongNet at 512 and at 2048 against vanilla at 128
+
+
+def test_claims_primary_metrics_are_the_pre_registered_ones():
+    table, variants, recall, sizes = synthetic_study()
+    found = claims(table, variants, recall, sizes)
+    primary = found[found["primary"]].set_index("claim")
+    seeds = table[table["statistic"] == "seed"].set_index(["variant", "train_len", "eval_len",
+                                                           "seed"])["loss"]
+
+    def avg(v, n, evals):
+        return np.mean([[seeds[(v, n, e, s)] for s in range(3)] for e in evals], axis=0)
+
+    a = primary.loc["longnet beats sparse_fixed at equal lengths"]
+    assert (a["train_len_better"], a["eval_len"]) == (2048, "mean")
+    expected = avg("sparse_fixed", 2048, [128, 512, 2048]) - avg("longnet", 2048, [128, 512, 2048])
+    assert a["mean_diff"] == pytest.approx(expected.mean())
+    b = primary.loc["longnet beats vanilla beyond vanilla's training length"]
+    assert (b["train_len_better"], b["train_len_worse"], b["eval_len"]) == (2048, 128, "mean>128")
+    assert b["mean_diff"] == pytest.approx(avg("vanilla", 128, [512, 2048]).mean()
+                                           - avg("longnet", 2048, [512, 2048]).mean())
+    c = primary.loc["longer training length helps longnet at the longest evaluation"]
+    assert (c["train_len_better"], c["train_len_worse"], c["eval_len"]) == (2048, 512, 2048)
+    d = primary.loc["sparse_fixed degrades beyond its training length more than longnet"]
+    did = ((avg("sparse_fixed", 512, [2048]) - avg("sparse_fixed", 512, [512]))
+           - (avg("longnet", 512, [2048]) - avg("longnet", 512, [512])))
+    assert d["eval_len"] == "2048-512" and d["mean_diff"] == pytest.approx(did.mean())
+    e = primary.loc["longnet recalls beyond its smallest segment better than sparse_fixed"]
+    far = recall[recall["distance"] > 8].groupby(["variant", "seed"])["accuracy"].mean()
+    assert e["eval_len"] == "mean>8"
+    assert e["mean_diff"] == pytest.approx((far["longnet"] - far["sparse_fixed"]).mean())
+    f = primary.loc["longnet loss falls with model size"]
+    slopes = [np.polyfit(np.log(g["params"]), g["loss"], 1)[0] for _, g in sizes.groupby("seed")]
+    assert f["mean_diff"] == pytest.approx(-np.mean(slopes))
+
+
+def test_a_reversed_claim_does_not_hold_and_exploratory_rows_never_hold():
+    table, variants, _, _ = synthetic_study(longnet_gain=-0.3)  # LongNet worse by 0.2 at 2048
+    found = claims(table, variants)
+    sparse = found[found["claim"] == "longnet beats sparse_fixed at equal lengths"]
+    assert sparse.loc[sparse["primary"], "verdict"].item() == DOES_NOT_HOLD
+    assert (sparse.loc[~sparse["primary"], "verdict"] == EXPLORATORY).all()
+    # an exploratory cell whose own interval excludes 0 is still only exploratory
+    table, variants, _, _ = synthetic_study()
+    found = claims(table, variants)
+    explore = found[~found["primary"]]
+    assert (explore["ci_low"] > 0).any() and HOLDS not in set(explore["verdict"])
+
+
+def test_claims_use_welch_where_the_seeds_differ():
+    table, variants, _, _ = synthetic_study()
+    seeds = table[table["statistic"] == "seed"].copy()
+    seeds.loc[seeds["variant"] == "sparse_fixed", "seed"] += 10  # no shared seeds
+    found = claims(pd.concat([seeds, table[table["statistic"] == "mean"]]), variants)
+    sparse = found[found["claim"] == "longnet beats sparse_fixed at equal lengths"]
+    assert (sparse["test"] == WELCH).all() and (sparse["n"] == 6).all()
+
+
+def test_claims_carry_the_test_noise_bound():
+    quiet = claims(*synthetic_study()[:2])
+    table, variants, _, _ = synthetic_study(loss_se=0.03)
+    noisy = claims(table, variants)
+    without = claims(table, variants, eval_noise=False)
+    key = ["claim", "primary", "train_len_better", "train_len_worse", "eval_len"]
+    noisy, quiet, without = (t.set_index(key) for t in (noisy, quiet, without))
+    a = ("longnet beats sparse_fixed at equal lengths", True, 2048, 2048, "mean")
+    # an average over eval lengths of one model (same chunks): se <= mean se = 0.03, and the
+    # difference of two models: variance 0.03^2 + 0.03^2
+    assert noisy.loc[a, "eval_se"] == pytest.approx(math.sqrt(2) * 0.03)
+    assert quiet.loc[a, "eval_se"] == 0 and without.loc[a, "eval_se"] == 0
+    assert noisy.loc[a, "p_value"] > without.loc[a, "p_value"]
+    assert without.loc[a, "p_value"] == pytest.approx(quiet.loc[a, "p_value"])
+    d = ("sparse_fixed degrades beyond its training length more than longnet", True, 512, 512,
+         "2048-512")
+    assert noisy.loc[d, "eval_se"] == pytest.approx(2 * 0.03)  # four model evaluations
+    # shared test noise at 0.042 nats hides a 0.02 difference whatever the seeds
+    assert noisy.loc[a, "seeds_needed"] == math.inf
 
 
 def test_claims_leave_out_the_model_size_entries():
@@ -267,7 +383,21 @@ def test_claims_leave_out_the_model_size_entries():
              ("longnet_d48", 2048, 512): [2.9, 3.0, 2.95]}
     variants = VARIANTS + [dict(name="longnet", id="longnet_d48", model_overrides={"d_model": 48})]
     found = claims(table2(seeded_perplexity(cells), variants, 16), variants)
-    assert set(found["better"]) == {"longnet"} and len(found) == 1
+    assert set(found["better"]) == {"longnet"} and set(found["worse"]) == {"sparse_fixed"}
+    assert found["primary"].sum() == 1
+
+
+def test_claims_columns_are_documented_and_the_readme_lists_the_primary_tests():
+    from analysis.readme import COLUMNS, claims_markdown
+
+    table, variants, recall, sizes = synthetic_study(loss_se=0.01)
+    found = claims(table, variants, recall, sizes)
+    assert not set(found.columns) - set(COLUMNS)
+    assert not set(table.columns) - set(COLUMNS)
+    text = claims_markdown(found)
+    assert text.count("| holds |") == found["primary"].sum()
+    assert f"{(~found['primary']).sum()} exploratory cells" in text
+    assert claims(pd.DataFrame(), variants).empty
 
 
 def test_model_size_fits_a_power_law_to_the_seed_means():
