@@ -51,18 +51,34 @@ COLUMNS = {
     "seed": "training seed of the model (initialisation and data order)",
     "statistic": "seed: one trained model; mean: the aggregate over a cell's seeds",
     "perplexity_mean": "exp(mean test loss over seeds): the geometric mean perplexity",
-    "ci_low": "lower end of the 95% Student-t interval over seeds (perplexity: of the loss, exponentiated)",
-    "ci_high": "upper end of that interval",
+    "ci_low": "Table 2: lower end of the 95% interval of the cell mean over seeds, test-set noise included (analysis.stats.cell_interval; perplexity: of the loss, exponentiated); claims: the one-sided 95% lower bound of mean_diff",
+    "ci_high": "Table 2: upper end of that interval; claims: the one-sided 95% upper bound of mean_diff",
+    "seed_sd": "Table 2: sd of the test loss over seeds; claims: sd of the paired differences (welch: sqrt(sd_better^2 + sd_worse^2); slope_t: sd of the per-seed slopes)",
+    "eval_se": "test-set sampling noise: Table 2, sqrt(mean loss_se^2) over the cell's seeds; claims, the bound on the test-noise se of mean_diff (0 where loss_se is absent)",
+    "loss_se": "standard error of the model's mean test loss over its evaluation chunks",
     "n_seeds": "seeds in the aggregate",
     "claim": "the paper's claim tested",
+    "family": "primary: the pre-registered test of its claim, Holm-adjusted over every primary row; exploratory: unadjusted, never a verdict",
+    "primary": "true for the one pre-registered test of each claim (docs/study_design.md, Pre-registration)",
+    "metric": "what was compared (a single cell, or the average over the lengths / distances named)",
+    "test": "paired_t (the two cells share initialisation and data order: same seeds, training length, tokens per step), welch (otherwise) or slope_t (one-sample t over per-seed slopes)",
+    "alternative": "the one-sided alternative tested (the claimed direction)",
+    "n_better": "seeds of the better-claimed cell in the test",
+    "n_worse": "seeds of the other cell in the test",
+    "n_wins": "paired tests: seeds in which the claim's direction held (welch: empty)",
+    "p_opposite": "one-sided p-value of the opposite direction",
+    "p_adjusted": "primary rows: Holm-adjusted p_value over the primary family",
+    "p_opposite_adjusted": "primary rows: Holm-adjusted p_opposite over the primary family",
+    "p_bh": "primary rows: Benjamini-Hochberg-adjusted p_value (reference only; verdicts use Holm)",
+    "seeds_needed": "primary rows: seeds per cell for 80% power against 0.02 nats (accuracy: 0.05; slope: 0.02 nats per e-fold of parameters) at one-sided alpha 0.05, from this row's spreads (inf: test-set noise alone hides it)",
     "better": "the variant the claim says is better (lower loss)",
     "worse": "the variant it is compared with",
     "train_len_better": "training length of the better-claimed model",
     "train_len_worse": "training length of the other model",
-    "n": "seeds paired (seed s of one model against seed s of the other)",
-    "mean_diff": "mean over seeds of (worse - better): test loss in nats/token (claims) or accuracy",
-    "p_value": "two-sided paired t-test p-value of the differences",
-    "verdict": "holds (95% interval above 0), does not hold (below 0), cannot tell (contains 0)",
+    "n": "the test's sample: pairs (paired_t), both cells' seeds (welch), seeds (slope_t)",
+    "mean_diff": "the metric of worse minus better, oriented so positive supports the claim: test loss in nats/token, accuracy (better minus worse), or -slope",
+    "p_value": "one-sided p-value in the claimed direction (unadjusted)",
+    "verdict": "primary rows: holds (p_adjusted < 0.05), does not hold (p_opposite_adjusted < 0.05), cannot tell; every other row: exploratory",
     "paper_better": "the paper's perplexity for the better-claimed cell",
     "paper_worse": "the paper's perplexity for the other cell",
     "passkey_seed": "seed of the random keys",
@@ -167,17 +183,26 @@ def table2_markdown(table2: pd.DataFrame) -> str:
 
 
 def claims_markdown(claims: pd.DataFrame) -> str:
-    """One line per tested claim and cell: the verdict, the paired difference and its interval."""
+    """One line per pre-registered primary test: its metric, difference, one-sided bound,
+    p-values (unadjusted and Holm-adjusted), verdict and the seeds a decision would need; the
+    exploratory cells are counted, not listed (they are in tables/claims.csv)."""
     if claims.empty:
         return "(no claims could be tested in this run)"
-    lines = ["| claim | better | worse | eval len | loss diff [95% CI] | p | verdict |",
-             "|---|---|---|---|---|---|---|"]
-    for c in claims.itertuples(index=False):
+    primary = claims[claims["primary"].astype(str).str.lower() == "true"]
+    lines = ["| claim | better | worse | metric | test | diff [one-sided 95% bounds] | p | "
+             "p (Holm) | verdict | seeds needed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in primary.itertuples(index=False):
         lines.append(f"| {c.claim} | {c.better} L{c.train_len_better} | {c.worse} "
-                     f"L{c.train_len_worse} | {c.eval_len} | {c.mean_diff:+.4f} "
-                     f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] | {c.p_value:.3g} | {c.verdict} |")
-    lines += ["", "loss diff = test loss of `worse` minus `better` (nats/token), paired by seed: "
-                  "positive supports the claim. Verdict from the 95% interval (analysis.stats)."]
+                     f"L{c.train_len_worse} | {c.metric} | {c.test} | {c.mean_diff:+.4f} "
+                     f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] | {c.p_value:.3g} | "
+                     f"{c.p_adjusted:.3g} | {c.verdict} | {c.seeds_needed:g} |")
+    lines += ["", "diff = the metric of `worse` minus `better` (loss in nats/token; accuracy and "
+                  "slope oriented the same way): positive supports the claim. One-sided tests in "
+                  "the claimed direction, Holm-adjusted over these primary rows; verdicts from "
+                  "the adjusted p-values (analysis.stats, docs/study_design.md). "
+                  f"{len(claims) - len(primary)} exploratory cells (unadjusted, no verdict) are "
+                  "in `tables/claims.csv`."]
     return "\n".join(lines)
 
 
@@ -228,8 +253,9 @@ def results_readme(tables: dict[str, pd.DataFrame], figures: list[str], captions
         "",
         "## Table 2: test perplexity, ours (paper's in parentheses, lengths scaled)",
         "",
-        "Mean over training seeds [95% t interval over seeds]; per-seed rows in "
-        "`tables/table2_perplexity.csv`.",
+        "Mean over training seeds [95% interval over seeds, test-set noise included where "
+        "the evaluation measured it: analysis.stats.cell_interval]; per-seed rows, and each "
+        "cell's seed_sd and eval_se, in `tables/table2_perplexity.csv`.",
         "",
         table2_markdown(tables.get("table2_perplexity", pd.DataFrame())),
         "",

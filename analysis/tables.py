@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis.stats import paired_test, t_interval
+from analysis.stats import cell_interval
 
 INPUT_KINDS = ("profile", "perplexity", "context_window", "passkey", "compute_curve",
                "metrics", "distributed", "projected", "attention_graph", "recall",
@@ -204,10 +205,14 @@ MODEL_KEYS = ["variant", "train_len", "eval_len"]
 
 def seed_mean(rows: pd.DataFrame) -> dict:
     """One model cell's seeds -> perplexity_mean (geometric: exp of the mean test loss), its 95%
-    t interval (the loss interval exponentiated: analysis.stats) and n_seeds."""
-    mean, low, high = t_interval(rows["loss"])
-    return dict(perplexity_mean=math.exp(mean), ci_low=math.exp(low), ci_high=math.exp(high),
-                loss=mean, n_seeds=rows["seed"].nunique())
+    interval including test-set noise (analysis.stats.cell_interval: the seed spread and the
+    rows' loss_se, 0 where the rows have none; the loss interval exponentiated), n_seeds and the
+    two spreads: seed_sd (sd of the test loss over seeds) and eval_se (sqrt of the mean loss_se^2;
+    0 without loss_se)."""
+    cell = cell_interval(rows["loss"], rows["loss_se"] if "loss_se" in rows else None)
+    return dict(perplexity_mean=math.exp(cell["mean"]), ci_low=math.exp(cell["low"]),
+                ci_high=math.exp(cell["high"]), loss=cell["mean"], n_seeds=rows["seed"].nunique(),
+                seed_sd=cell["seed_sd"], eval_se=cell["eval_se"])
 
 
 def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.DataFrame:
@@ -215,8 +220,9 @@ def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.D
     same model at the same lengths scaled by paper_len_scale (NaN where the paper has none).
 
     One row per seed (statistic "seed": seed, perplexity, loss, ...) and one aggregate row per
-    cell (statistic "mean": perplexity_mean, ci_low, ci_high of the 95% t interval over seeds,
-    n_seeds; seed and perplexity empty). See analysis.stats for the interval."""
+    cell (statistic "mean": perplexity_mean, ci_low, ci_high of the 95% interval over seeds with
+    test-set noise included, n_seeds, seed_sd, eval_se; seed and perplexity empty). See
+    analysis.stats.cell_interval for the interval."""
     if perplexity.empty:
         return pd.DataFrame(columns=TABLE2_FIRST)
     info = variant_info(variants)[["variant", "paper_model"]]
@@ -237,63 +243,258 @@ def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.D
     return df.sort_values([*MODEL_KEYS, "statistic", "seed"], ignore_index=True)
 
 
-def claims(table: pd.DataFrame, variants) -> pd.DataFrame:
-    """The paper's Table 2 claims, each decided by a paired t-test over seeds on the test loss
-    (analysis.stats.paired_test; seed s of one model against seed s of the other):
+CLAIMS_COLUMNS = ["claim", "family", "primary", "metric", "test", "alternative", "better",
+                  "train_len_better", "worse", "train_len_worse", "eval_len", "n", "n_better",
+                  "n_worse", "n_wins", "mean_diff", "ci_low", "ci_high", "seed_sd", "eval_se",
+                  "p_value", "p_opposite", "p_adjusted", "p_opposite_adjusted", "p_bh", "verdict",
+                  "seeds_needed", "paper_better", "paper_worse"]
+# The difference each claim's power is sized for, in its metric's unit.
+MIN_EFFECT = {"loss": 0.02, "accuracy": 0.05, "slope": 0.02}
+SPARSE_RECALL = ("sparse_fixed", "sparse_strided", "longformer")  # the FLOP-matched patterns
+CLAIM_SPARSE = "longnet beats sparse_fixed at equal lengths"
+CLAIM_VANILLA = "longnet beats vanilla beyond vanilla's training length"
+CLAIM_LONGER = "longer training length helps longnet at the longest evaluation"
+CLAIM_DEGRADES = "sparse_fixed degrades beyond its training length more than longnet"
+CLAIM_RECALL = "longnet recalls beyond its smallest segment better than {}"
+CLAIM_SIZE = "{} loss falls with model size"
 
-    - LongNet beats the Sparse Transformer (sparse_fixed) at every equal training length and
-      evaluation length;
-    - LongNet beats the vanilla Transformer at evaluation lengths beyond vanilla's training length;
-    - LongNet trained on the longest length beats LongNet trained on the shortest, at the longest
-      evaluation length (the paper: longer training sequences help).
 
-    Columns: claim, better, worse (variant ids), train_len_better, train_len_worse, eval_len, n,
-    mean_diff (loss of worse minus better, nats/token), ci_low, ci_high, p_value, verdict, and
-    the paper's perplexities for the two cells (paper_better, paper_worse). Entries with their
-    own model size (model_overrides: the model-size study) are left out: a claim compares
-    patterns at one model size."""
-    columns = ["claim", "better", "train_len_better", "worse", "train_len_worse", "eval_len", "n",
-               "mean_diff", "ci_low", "ci_high", "p_value", "verdict", "paper_better",
-               "paper_worse"]
-    seeds = table[table["statistic"] == "seed"] if len(table) else table
-    if seeds.empty:
-        return pd.DataFrame(columns=columns)
-    name = registry_names(variants)
-    by_name = {}
-    resized = {v.get("id", v["name"]) for v in variants if v.get("model_overrides")}
-    for vid in (v for v in seeds["variant"].unique() if v not in resized):
-        by_name.setdefault(name.get(vid), []).append(vid)
-    cells = {key: rows.set_index("seed") for key, rows in seeds.groupby(MODEL_KEYS)}
+def _geomean(values) -> float:
+    """exp(mean(log)): the paper's perplexities averaged as our losses are (nan if any is)."""
+    v = np.asarray(list(values), dtype=float)
+    return float(np.exp(np.log(v).mean())) if len(v) and np.isfinite(v).all() else math.nan
+
+
+def claims(table: pd.DataFrame, variants, recall: pd.DataFrame | None = None,
+           sizes: pd.DataFrame | None = None, eval_noise: bool = True) -> pd.DataFrame:
+    """The paper's claims, one pre-registered PRIMARY test each (docs/study_design.md,
+    "Pre-registration"), plus exploratory cells. Every test is one-sided in the claimed
+    direction (analysis.stats.one_sided): paired by seed where the two cells share their
+    initialisation and data order, Welch otherwise (analysis.stats.choose_test; `test` says
+    which). The primary tests form one family, Holm-adjusted (p_adjusted); their verdict is
+    holds / does not hold / cannot tell from the adjusted p-values (analysis.stats.verdict).
+    Every other row is exploratory: unadjusted, verdict "exploratory", never "holds".
+
+    Primary tests (table: Table 2 with per-seed rows; recall: the recall table; sizes: the
+    model-size table):
+    (a) CLAIM_SPARSE: LongNet vs sparse_fixed at their longest common training length, per-seed
+        loss averaged over the evaluation lengths both have there (eval_len "mean").
+        Exploratory: every (training length, evaluation length) cell.
+    (b) CLAIM_VANILLA: LongNet at its longest training length vs vanilla at its longest, per-seed
+        loss averaged over the evaluation lengths > vanilla's training length (eval_len
+        "mean>M"). Exploratory: each LongNet training length and evaluation length > M.
+    (c) CLAIM_LONGER: LongNet at its longest vs its shortest training length, loss at the
+        longest evaluation length. Exploratory: every other pair of lengths, every eval length.
+    (d) CLAIM_DEGRADES: the difference in differences (loss at the longest evaluation length E
+        minus loss at the model's own training length n; sparse_fixed's minus LongNet's),
+        paired by seed at the shortest n < E that has an evaluation at n (eval_len "E-n").
+        Exploratory: other such n and other evaluation lengths between n and E.
+    (e) CLAIM_RECALL, one claim per FLOP-matched sparse pattern present (SPARSE_RECALL): per-seed
+        recall accuracy averaged over the distances > LongNet's smallest segment, LongNet vs the
+        pattern (eval_len "mean>w"). Exploratory: each such distance.
+    (f) CLAIM_SIZE for LongNet: the slope of test loss on ln(parameters), fitted per seed over
+        the model sizes, tested < 0 over seeds (test "slope_t"; mean_diff = -slope).
+
+    Columns (CLAIMS_COLUMNS): claim; family ("primary": the Holm family; "exploratory");
+    primary (bool); metric (what was compared); test; alternative (the one-sided H1);
+    better, train_len_better, worse, train_len_worse (variant ids and training lengths; recall:
+    its sequence length); eval_len (an evaluation length or distance, or the label of what was
+    averaged); n, n_better, n_worse, n_wins, mean_diff (the metric of worse minus better,
+    oriented so that positive supports the claim: nats/token, accuracy, or -slope), ci_low,
+    ci_high (one-sided 95% bounds), seed_sd, eval_se, p_value, p_opposite (analysis.stats.
+    one_sided), p_adjusted, p_opposite_adjusted (Holm over the primary family), p_bh
+    (Benjamini-Hochberg over it, for reference), verdict, seeds_needed (primary rows: seeds per
+    cell for 80% power against MIN_EFFECT, analysis.stats.seeds_needed), paper_better,
+    paper_worse (the paper's perplexities of the two cells; geometric mean over averaged
+    lengths; empty where it has none).
+
+    Test-set noise: each row's `loss_se` (Table 2; absent: 0) enters as a known variance,
+    bounded assuming non-negatively correlated chunk losses: an average over evaluation lengths
+    of one model (the same chunks) has se <= the mean of its se's; a difference of two values
+    has variance <= the sum of theirs; the bound is shared by all seeds (analysis.stats).
+    eval_noise=False leaves it out (tests conditional on the test set). Recall accuracy and the
+    size slope carry no test noise term (a slope's weights sum to zero, so error shared by the
+    sizes cancels; the rest is not measured). Entries with their own model size
+    (model_overrides) are left out of (a)-(d): a claim compares patterns at one size."""
+    from analysis import stats as st
+
     rows = []
+    seeds = table[table["statistic"] == "seed"] if len(table) else table
+    name = registry_names(variants)
+    resized = {v.get("id", v["name"]) for v in variants if v.get("model_overrides")}
+    has_se = eval_noise and "loss_se" in seeds
+    cells = {}
+    for key, group in (seeds.groupby(MODEL_KEYS) if len(seeds) else ()):
+        cells[key] = group.set_index("seed")
 
-    def compare(claim, better, worse):
-        a, b = cells.get(better), cells.get(worse)
-        if a is None or b is None:
+    def lens(variant, column):
+        return sorted(seeds.loc[seeds["variant"] == variant, column].unique())
+
+    def per_seed(variant, train_len, evals):
+        """seed -> value (loss averaged over evals), eval_var ((mean loss_se)^2), paper."""
+        got = [cells.get((variant, train_len, e)) for e in evals]
+        if not evals or any(g is None for g in got):
+            return None
+        common = sorted(set.intersection(*(set(g.index) for g in got)))
+        value = np.mean([g.loc[common, "loss"].to_numpy(float) for g in got], axis=0)
+        se = (np.mean([g.loc[common, "loss_se"].fillna(0).to_numpy(float) for g in got], axis=0)
+              if has_se else np.zeros(len(common)))
+        tps = got[0]["tokens_per_step"].iloc[0] if "tokens_per_step" in got[0] else None
+        return dict(values=pd.Series(value, index=common),
+                    eval_var=pd.Series(se * se, index=common),
+                    paper=_geomean(g["paper_perplexity"].iloc[0] if "paper_perplexity" in g
+                                   else math.nan for g in got), tokens_per_step=tps)
+
+    def add(claim, primary, metric, kind, better, worse, eval_label, b, w, alternative,
+            test=None, paper=(math.nan, math.nan)):
+        if b is None or w is None or not len(b["values"]) or not len(w["values"]):
             return
-        common = sorted(set(a.index) & set(b.index))
-        result = paired_test(a.loc[common, "loss"], b.loc[common, "loss"])
-        rows.append(dict(claim=claim, better=better[0], train_len_better=better[1],
-                         worse=worse[0], train_len_worse=worse[1], eval_len=better[2], **result,
-                         paper_better=a["paper_perplexity"].iloc[0],
-                         paper_worse=b["paper_perplexity"].iloc[0]))
+        if test is None:
+            test = st.choose_test(better[1], worse[1], b["values"].index, w["values"].index,
+                                  b.get("tokens_per_step"), w.get("tokens_per_step"))
+        if test in (st.PAIRED, st.SLOPE):
+            common = sorted(set(b["values"].index) & set(w["values"].index))
+            pick = (lambda d, c: d[c].loc[common])
+        else:
+            pick = (lambda d, c: d[c])
+        result = st.one_sided(pick(b, "values"), pick(w, "values"), test,
+                              pick(b, "eval_var"), pick(w, "eval_var"))
+        needed = math.nan
+        if primary:
+            sd = result["seed_sd"] if test != st.WELCH else result["sd_better"]
+            needed = st.seeds_needed(sd, MIN_EFFECT[kind], test, result["sd_worse"],
+                                     result["eval_se"] ** 2)
+        rows.append(dict(claim=claim, family="primary" if primary else "exploratory",
+                         primary=primary, metric=metric, alternative=alternative,
+                         better=better[0], train_len_better=better[1], worse=worse[0],
+                         train_len_worse=worse[1], eval_len=eval_label, seeds_needed=needed,
+                         paper_better=paper[0], paper_worse=paper[1],
+                         **{k: v for k, v in result.items() if k in CLAIMS_COLUMNS}))
 
+    def loss_add(claim, primary, ln_cell, other_cell, evals, label, metric, test=None):
+        b, w = per_seed(*ln_cell, evals), per_seed(*other_cell, evals)
+        add(claim, primary, metric, "loss", ln_cell, other_cell, label, b, w,
+            f"loss {ln_cell[0]} L{ln_cell[1]} < {other_cell[0]} L{other_cell[1]}", test,
+            (b["paper"], w["paper"]) if b and w else (math.nan, math.nan))
+
+    by_name = {}
+    for vid in (v for v in (seeds["variant"].unique() if len(seeds) else []) if v not in resized):
+        by_name.setdefault(name.get(vid), []).append(vid)
     for ln in by_name.get("longnet", []):
-        ln_lens = sorted(seeds.loc[seeds["variant"] == ln, "train_len"].unique())
-        evals = sorted(seeds.loc[seeds["variant"] == ln, "eval_len"].unique())
+        ln_lens = lens(ln, "train_len")
         for sp in by_name.get("sparse_fixed", []):
-            for n in ln_lens:
+            common = sorted(set(ln_lens) & set(lens(sp, "train_len")))
+            for n in common:  # (a)
+                evals = sorted(set(seeds.loc[(seeds["variant"] == ln) & (seeds["train_len"] == n),
+                                             "eval_len"])
+                               & set(seeds.loc[(seeds["variant"] == sp) & (seeds["train_len"] == n),
+                                               "eval_len"]))
+                if n == common[-1]:
+                    loss_add(CLAIM_SPARSE, True, (ln, n), (sp, n), evals, "mean",
+                             "loss, mean over eval lengths " + "/".join(map(str, evals)))
                 for e in evals:
-                    compare("longnet beats sparse_fixed at equal lengths", (ln, n, e), (sp, n, e))
-        for va in by_name.get("vanilla", []):
-            for m in seeds.loc[seeds["variant"] == va, "train_len"].unique():
+                    loss_add(CLAIM_SPARSE, False, (ln, n), (sp, n), [e], e, f"loss at eval {e}")
+            evals_all = sorted(set(lens(ln, "eval_len")) & set(lens(sp, "eval_len")))
+            if evals_all:  # (d)
+                top = evals_all[-1]
+                starts = [n for n in common if n < top and n in evals_all]
+                for n in starts:
+                    for e in (e for e in evals_all if e > n):
+                        b, w = per_seed(ln, n, [e]), per_seed(sp, n, [e])
+                        b0, w0 = per_seed(ln, n, [n]), per_seed(sp, n, [n])
+                        if None in (b, w, b0, w0):
+                            continue
+                        deg = [dict(values=x["values"] - x0["values"],
+                                    eval_var=x["eval_var"] + x0["eval_var"])
+                               for x, x0 in ((b, b0), (w, w0))]
+                        add(CLAIM_DEGRADES, n == starts[0] and e == top,
+                            f"loss at eval {e} minus loss at eval {n}, sparse_fixed's minus "
+                            "longnet's", "loss", (ln, n), (sp, n), f"{e}-{n}", *deg,
+                            f"degradation {sp} L{n} > {ln} L{n}",
+                            st.choose_test(n, n, b["values"].index, w["values"].index))
+        for va in by_name.get("vanilla", []):  # (b)
+            va_lens = lens(va, "train_len")
+            for m in va_lens:
                 for n in ln_lens:
-                    for e in (e for e in evals if e > m):
-                        compare("longnet beats vanilla beyond vanilla's training length",
-                                (ln, n, e), (va, m, e))
-        if len(ln_lens) > 1:
-            compare("longer training length helps longnet at the longest evaluation",
-                    (ln, ln_lens[-1], evals[-1]), (ln, ln_lens[0], evals[-1]))
-    return pd.DataFrame(rows, columns=columns)
+                    beyond = sorted(e for e in set(lens(ln, "eval_len")) & set(lens(va, "eval_len"))
+                                    if e > m and (ln, n, e) in cells and (va, m, e) in cells)
+                    if n == ln_lens[-1] and m == va_lens[-1] and beyond:
+                        loss_add(CLAIM_VANILLA, True, (ln, n), (va, m), beyond, f"mean>{m}",
+                                 f"loss, mean over eval lengths > {m}: "
+                                 + "/".join(map(str, beyond)))
+                    for e in beyond:
+                        loss_add(CLAIM_VANILLA, False, (ln, n), (va, m), [e], e,
+                                 f"loss at eval {e}")
+        if len(ln_lens) > 1:  # (c)
+            evals = lens(ln, "eval_len")
+            for i, short in enumerate(ln_lens):
+                for long in ln_lens[i + 1:]:
+                    for e in evals:
+                        primary = short == ln_lens[0] and long == ln_lens[-1] and e == evals[-1]
+                        loss_add(CLAIM_LONGER, primary, (ln, long), (ln, short), [e], e,
+                                 f"loss at eval {e}")
+
+    if recall is not None and len(recall):  # (e)
+        for ln, rows_ln in recall[recall["name"] == "longnet"].groupby("variant"):
+            params = rows_ln["params"].iloc[0]
+            params = json.loads(params) if isinstance(params, str) else params
+            w = min(params["segment_lengths"])
+            for comparator in SPARSE_RECALL:
+                for sp, rows_sp in recall[recall["name"] == comparator].groupby("variant"):
+                    far = sorted(d for d in set(rows_ln["distance"]) & set(rows_sp["distance"])
+                                 if d > w)
+
+                    def acc(rows_v, ds):
+                        at = rows_v[rows_v["distance"].isin(ds)]
+                        full = at.groupby("seed")["distance"].nunique() == len(ds)
+                        means = at.groupby("seed")["accuracy"].mean()[full]
+                        return dict(values=-means, eval_var=pd.Series(0.0, index=means.index))
+
+                    length = (int(rows_ln["seq_len"].iloc[0]), int(rows_sp["seq_len"].iloc[0]))
+                    claim = CLAIM_RECALL.format(comparator)
+                    for ds, primary in [(far, True)] + [([d], False) for d in far]:
+                        if not ds:
+                            continue
+                        metric = (f"accuracy, mean over distances > {w}: "
+                                  + "/".join(map(str, ds)) if primary
+                                  else f"accuracy at distance {ds[0]}")
+                        add(claim, primary, metric,
+                            "accuracy", (ln, length[0]), (sp, length[1]),
+                            f"mean>{w}" if primary else ds[0], acc(rows_ln, ds), acc(rows_sp, ds),
+                            f"accuracy {ln} > {sp}")
+
+    if sizes is not None and len(sizes):  # (f)
+        for size_name, group in sizes.groupby("name"):
+            if group["params"].nunique() < 2:
+                continue
+            slopes = {}
+            n_sizes = group["params"].nunique()
+            for seed, at in group.groupby("seed"):
+                if at["params"].nunique() == n_sizes:
+                    slopes[seed] = float(np.polyfit(np.log(at["params"].astype(float)),
+                                                    at["loss"].astype(float), 1)[0])
+            order = group.sort_values("params")
+            zeros = pd.Series(0.0, index=list(slopes))
+            add(CLAIM_SIZE.format(size_name), size_name == "longnet",
+                f"slope of loss on ln(params) per seed, {n_sizes} sizes", "slope",
+                (order["variant"].iloc[-1], int(order["train_len"].iloc[-1])),
+                (order["variant"].iloc[0], int(order["train_len"].iloc[0])),
+                int(order["eval_len"].iloc[0]),
+                dict(values=zeros, eval_var=zeros),
+                dict(values=-pd.Series(slopes), eval_var=zeros), "slope < 0", st.SLOPE)
+
+    out = pd.DataFrame(rows, columns=CLAIMS_COLUMNS)
+    if out.empty:
+        return out
+    out["primary"] = out["primary"].astype(bool)
+    primary = out["primary"].to_numpy()
+    out.loc[primary, "p_adjusted"] = st.holm(out.loc[primary, "p_value"])
+    out.loc[primary, "p_opposite_adjusted"] = st.holm(out.loc[primary, "p_opposite"])
+    out.loc[primary, "p_bh"] = st.benjamini_hochberg(out.loc[primary, "p_value"])
+    out["verdict"] = [st.verdict(p, q) if is_primary else st.EXPLORATORY
+                      for p, q, is_primary in zip(out["p_adjusted"], out["p_opposite_adjusted"],
+                                                  primary)]
+    return out.sort_values("primary", ascending=False, kind="stable", ignore_index=True)
 
 
 def model_size(table: pd.DataFrame, variants, params: dict, train_len: int | None) -> pd.DataFrame:
@@ -382,10 +583,12 @@ def build_tables(inputs: dict, variants, paper_len_scale: int = 1,
             for kind in INPUT_KINDS if kind not in ("compute_curve", "metrics")}
     latency = read["profile"]
     perplexity = table2(read["perplexity"], variants, paper_len_scale)
+    sizes = model_size(perplexity, variants, model_params or {}, model_size_len)
+    recall_table = recall(read["recall"], read["recall_reach"])
     return {
         "table1_scaling": scaling_exponents(latency, variants),
         "table2_perplexity": perplexity,
-        "claims": claims(perplexity, variants),
+        "claims": claims(perplexity, variants, recall_table, sizes),
         "latency": latency,
         "latency_projected": read["projected"],
         "distributed": read["distributed"],
@@ -396,6 +599,6 @@ def build_tables(inputs: dict, variants, paper_len_scale: int = 1,
         "context_window": read["context_window"],
         "passkey": read["passkey"],
         "attention_graph": read["attention_graph"],
-        "recall": recall(read["recall"], read["recall_reach"]),
-        "model_size": model_size(perplexity, variants, model_params or {}, model_size_len),
+        "recall": recall_table,
+        "model_size": sizes,
     }
