@@ -26,6 +26,7 @@ analysis predicts: how far a pattern carries information in a given number of la
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -110,33 +111,67 @@ def recall_loss(model, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
-def heldout(task: RecallTask, distance: int, n: int = 64, seed: int = 10_000, batch: int = 32):
-    """The held-out sequences at one distance, as (tokens, targets) batches of at most `batch`:
-    the same for every model given (n, seed), so accuracies are paired across variants."""
-    generator = torch.Generator().manual_seed(seed + distance)
+# Held-out sequences come in two splits that never meet each other or the training stream: the
+# validation split chooses the learning rate (`choose_lr`), the test split is what is reported.
+SPLITS = ("validation", "test")
+
+
+def split_generator(split: str, seed: int, distance: int) -> torch.Generator:
+    """The generator of one split's sequences at one distance: seeded from a hash of (split,
+    seed, distance), so the two splits and the training stream (seeded with the small training
+    seed itself) are different streams for every seed and distance."""
+    if split not in SPLITS:
+        raise ValueError(f"recall split={split!r} is invalid; allowed: {', '.join(SPLITS)}")
+    digest = hashlib.sha256(f"longnet.recall:{split}:{seed}:{distance}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def heldout(task: RecallTask, distance: int, n: int = 64, seed: int = 0, batch: int = 32,
+            split: str = "test"):
+    """One split's held-out sequences at one distance, as (tokens, targets) batches of at most
+    `batch`: the same for every model given (n, seed, split), so accuracies are paired across
+    variants."""
+    generator = split_generator(split, seed, distance)
     for start in range(0, n, batch):
         yield task.batch(min(batch, n - start), distance, generator)
 
 
-def answer_positions(task: RecallTask, distance: int, n: int = 64, seed: int = 10_000,
-                     batch: int = 32) -> torch.Tensor:
+def answer_positions(task: RecallTask, distance: int, n: int = 64, seed: int = 0,
+                     batch: int = 32, split: str = "test") -> torch.Tensor:
     """The query positions of every held-out answer (its pair token is `distance` before)."""
     return torch.cat([torch.nonzero(targets != -100)[:, 1]
-                      for _, targets in heldout(task, distance, n, seed, batch)])
+                      for _, targets in heldout(task, distance, n, seed, batch, split)])
 
 
 @torch.no_grad()
-def recall_accuracy(model, task: RecallTask, distance: int, n: int = 64, seed: int = 10_000,
-                    batch: int = 32, device="cpu") -> float:
+def recall_accuracy(model, task: RecallTask, distance: int, n: int = 64, seed: int = 0,
+                    batch: int = 32, device="cpu", split: str = "test") -> float:
     """Share of answers predicted exactly (argmax) at this distance, on held-out sequences."""
     right = total = 0
-    for tokens, targets in heldout(task, distance, n, seed, batch):
+    for tokens, targets in heldout(task, distance, n, seed, batch, split):
         tokens, targets = tokens.to(device), targets.to(device)
         predicted = model(tokens).argmax(-1)
         answers = targets != -100
         right += int((predicted[answers] == targets[answers]).sum())
         total += int(answers.sum())
     return right / total
+
+
+def choose_lr(sweep) -> float:
+    """The learning rate of a sweep with the highest mean validation accuracy over the distances;
+    ties go to the lower final training loss, then to the smaller rate. `sweep`: rows (dicts or
+    a DataFrame's records) with lr, distance, accuracy (validation) and final_loss."""
+    runs: dict[float, list] = {}
+    for row in sweep:
+        runs.setdefault(float(row["lr"]), []).append(row)
+    if not runs:
+        raise ValueError("choose_lr: the sweep has no rows")
+
+    def score(lr):
+        rows = runs[lr]
+        return (-sum(r["accuracy"] for r in rows) / len(rows), rows[0]["final_loss"], lr)
+
+    return min(runs, key=score)
 
 
 def train_recall(model, task: RecallTask, steps: int, batch: int, lr: float, warmup: int,

@@ -69,11 +69,23 @@ def test_answer_positions_are_the_answers_recall_accuracy_scores():
     assert recall_accuracy(RightLate(), task, distance=12, n=40, seed=3) == pytest.approx(share_late)
 
 
-def test_longnet_connects_a_pair_and_its_query_only_inside_a_widest_segment():
-    """The benchmark's schedule (8, 16, 32) x (1, 2, 4) at length 64 with 8 heads: no branch
+def test_the_paper_rule_connects_every_distance_the_truncated_schedule_cannot():
+    """The benchmark's base (8, 16, 32) x (1, 2, 4) at length 64 by the paper's rule is
+    (8, 16, 32, 64) x (1, 2, 4, 8): a distance divisible by 8 is one layer anywhere (branch
+    (64, 8)), across the 32-boundary the truncated schedule never crosses."""
+    params = {"segment_lengths": [8, 16, 32], "dilation_rates": [1, 2, 4]}
+    layers = layer_matrix("longnet", params, seq_len=64, heads=8)
+    q = torch.arange(64)
+    for d in (8, 24, 40, 56):
+        assert (layers[q[d:], q[d:] - d] == 1).all()
+    assert torch.isfinite(layers[63, :]).all()  # two layers reach every earlier position
+
+
+def test_longnet_pinned_connects_a_pair_and_its_query_only_inside_a_widest_segment():
+    """The truncated ablation (8, 16, 32) x (1, 2, 4) pinned at length 64 with 8 heads: no branch
     crosses a multiple of 32, and a distance divisible by 4 inside one 32-segment is one layer
     (branch (32, 4) with the head whose offset is the positions' residue)."""
-    params = {"segment_lengths": [8, 16, 32], "dilation_rates": [1, 2, 4]}
+    params = {"segment_lengths": [8, 16, 32], "dilation_rates": [1, 2, 4], "extend": False}
     layers = layer_matrix("longnet", params, seq_len=64, heads=8)
     q = torch.arange(64)
     for d in (24, 12, 4):
@@ -103,3 +115,34 @@ def test_training_lowers_the_loss_and_is_seeded():
     assert sum(r["loss"] for r in first[-5:]) < sum(r["loss"] for r in first[:5])
     with pytest.raises(ValueError, match="multiple of parts"):
         train_recall(None, task, steps=1, batch=6, lr=1e-3, warmup=0, seed=0)
+
+
+def test_validation_and_test_splits_are_different_sequences_the_same_for_every_model():
+    from longnet.recall import heldout
+
+    task = RecallTask(seq_len=64, pairs=6, keys=16, values=16, filler=16)
+    test = [t for t, _ in heldout(task, 12, n=8, seed=0, split="test")]
+    again = [t for t, _ in heldout(task, 12, n=8, seed=0, split="test")]
+    validation = [t for t, _ in heldout(task, 12, n=8, seed=0, split="validation")]
+    assert all(torch.equal(a, b) for a, b in zip(test, again))
+    assert not any(torch.equal(a, b) for a, b in zip(test, validation))
+    with pytest.raises(ValueError, match="split"):
+        next(heldout(task, 12, split="train"))
+
+
+def test_choose_lr_takes_the_best_mean_validation_accuracy_then_the_lower_loss():
+    from longnet.recall import choose_lr
+
+    rows = [dict(lr=1e-3, distance=2, accuracy=0.5, final_loss=1.0),
+            dict(lr=1e-3, distance=6, accuracy=0.7, final_loss=1.0),
+            dict(lr=3e-3, distance=2, accuracy=0.9, final_loss=0.5),
+            dict(lr=3e-3, distance=6, accuracy=0.5, final_loss=0.5),
+            dict(lr=1e-2, distance=2, accuracy=0.2, final_loss=2.0),
+            dict(lr=1e-2, distance=6, accuracy=0.2, final_loss=2.0)]
+    assert choose_lr(rows) == 3e-3  # mean 0.7 beats 0.6 and 0.2
+    rows[1]["accuracy"] = 0.9  # 1e-3 now ties 3e-3 at 0.7: the lower final loss wins
+    assert choose_lr(rows) == 3e-3
+    rows[0]["final_loss"] = rows[1]["final_loss"] = 0.1
+    assert choose_lr(rows) == 1e-3
+    with pytest.raises(ValueError, match="no rows"):
+        choose_lr([])

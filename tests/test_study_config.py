@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,3 +95,36 @@ def test_model_overrides_give_an_entry_its_own_model_and_parameter_count():
     assert cfg["model_overrides"]["d_model"] == 64 and cfg["seed"] == 1
     counts = pipeline_config.model_params(config, variants)
     assert counts["wide"] > counts["longnet"]
+
+
+@pytest.mark.parametrize("name", ["default", "cpu_full"])
+def test_figure7_right_scored_tokens_reach_the_prompt_in_every_model(name):
+    """Figure 7 right measures use of the prompt only if the model's own pattern, as trained,
+    connects every scored position to the prompt's first token within the model's depth: read
+    from the pattern itself (analysis.attention_graph) for every trained model and every prompt
+    length it is scored at (longnet.evaluate.context_prompts). The study configurations only:
+    smoke's one-layer toy cannot relay through a Sparse Transformer summary."""
+    from analysis.attention_graph import reach_layers
+    from longnet.evaluate import context_prompts
+    from longnet.model import ModelConfig
+
+    config = yaml.safe_load((REPO / "workflow" / "configs" / f"{name}.yaml").read_text())
+    variants = check_config(config, local=False)
+    window = config["evaluation"]["context_window"]
+    checked = 0
+    for variant in variants.values():
+        for train_len in variant["train_lens"]:
+            cfg = pipeline_config.train_config(config, variant, train_len, "cpu", 0)
+            model = ModelConfig.from_size(cfg["model"], **cfg.get("model_overrides", {}),
+                                          attention=cfg["attention"],
+                                          attention_params=cfg["attention_params"])
+            attn = baselines.build(model.attention, num_heads=model.n_head, **model.attention_params)
+            prompts = [p for p in context_prompts(window["prompt_lens"], window["n_final"], train_len) if p]
+            assert prompts, (variant["id"], train_len)  # at least one prompt beyond none
+            for prompt in prompts:
+                length = prompt + window["n_final"]
+                # from each scored position back to position 0 (reach_layers walks query -> key)
+                layers = reach_layers(attn.pattern(length), torch.arange(prompt, length))[:, 0]
+                assert (layers <= model.n_layer).all(), (variant["id"], train_len, prompt)
+                checked += 1
+    assert checked >= len(variants)

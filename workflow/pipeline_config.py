@@ -23,12 +23,15 @@ import copy
 from collections import defaultdict
 import importlib.util
 import inspect
+import math
 import re
 from dataclasses import fields
 from pathlib import Path
 
 import jsonschema
 import yaml
+
+from longnet.evaluate import context_prompts
 
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
 # TrainConfig fields each job sets from elsewhere in the configuration, and training keys that say
@@ -229,9 +232,8 @@ def check_offsets_covered(name: str, params: dict, heads: int, seq_len: int, key
     allow_uncovered_offsets: true."""
     if name != "longnet":
         return
-    from longnet.schedule import PAPER_SCHEDULE, DilatedSchedule
-    schedule = DilatedSchedule(params.get("segment_lengths", PAPER_SCHEDULE.segment_lengths),
-                               params.get("dilation_rates", PAPER_SCHEDULE.dilation_rates))
+    from longnet.variants import build
+    schedule = build("longnet", num_heads=heads, **params).schedule_at(seq_len)  # as trained
     uncovered = schedule.uncovered_fraction(heads, seq_len)
     if any(uncovered):
         per_branch = ", ".join(f"(w={w}, r={r}): {u:.0%}" for w, r, u in zip(
@@ -288,21 +290,40 @@ def check_training(config, variants: dict, device: str) -> None:
 
 # ---- the recall benchmark ---------------------------------------------------------------------
 
+def recall_lrs(config: dict) -> list[float]:
+    """recall.lr as a list: one fixed rate, or the rates every variant's sweep tries."""
+    lr = config["recall"]["lr"]
+    return [float(x) for x in lr] if isinstance(lr, list) else [float(lr)]
+
+
+def recall_sweep_steps(config: dict) -> int | None:
+    """Steps of each learning-rate sweep run (recall.lr_sweep_steps; default recall.steps)."""
+    recall = config.get("recall")
+    return recall.get("lr_sweep_steps", recall["steps"]) if recall else None
+
+
 def flop_matched(baselines, name: str, params: dict, knob: str, target: float, seq_len: int,
-                 heads: int, head_dim: int, key: str) -> int:
+                 heads: int, head_dim: int, key: str, tolerance: float = 0.1) -> int:
     """The value 1..seq_len of `knob` whose variant's causal attention FLOPs at seq_len are
-    nearest `target` (ties: the smaller value)."""
+    nearest `target` (ties: the smaller value); refused when even that one is more than
+    `tolerance` (relative) away."""
     best = None
     for value in range(1, seq_len + 1):
         try:
             attend = baselines.build(name, num_heads=heads, **{**params, knob: value})
         except (TypeError, ValueError):
             continue
-        gap = abs(attend.flops(seq_len, head_dim, causal=True) - target)
-        if best is None or gap < best[0]:
-            best = (gap, value)
+        flops = attend.flops(seq_len, head_dim, causal=True)
+        if best is None or abs(flops - target) < best[0]:
+            best = (abs(flops - target), value, flops)
     if best is None:
         raise ConfigError(key, f"no value 1..{seq_len} of {knob!r} builds variant {name!r}")
+    if best[0] > tolerance * target:
+        raise ConfigError(key, f"no value of {knob!r} brings {name!r} within "
+                          f"{tolerance:.0%} of LongNet's attention FLOPs at seq_len "
+                          f"{seq_len} (nearest: {knob}={best[1]} at {best[2] / target:.2f}x); "
+                          "change the variant's other params, or set flop_tolerance (and say "
+                          "why: recall.csv's flops_ratio shows it)")
     return best[1]
 
 
@@ -326,7 +347,8 @@ def recall_variants(config: dict) -> dict:
         if vid in entries:
             raise ConfigError(f"{key}.id", f"duplicate id '{vid}' (give each entry a unique id)")
         entries[vid] = dict(id=vid, name=entry["name"], params=dict(entry.get("params", {})),
-                            flop_match=entry.get("flop_match"), key=key)
+                            flop_match=entry.get("flop_match"), key=key,
+                            tolerance=entry.get("flop_tolerance", 0.1))
     longnets = [e for e in entries.values() if e["name"] == "longnet"]
     if any(e["flop_match"] for e in entries.values()) and len(longnets) != 1:
         raise ConfigError("recall.variants", "flop_match needs exactly one longnet entry to "
@@ -344,10 +366,14 @@ def recall_variants(config: dict) -> dict:
         if entry["flop_match"]:
             entry["params"][entry["flop_match"]] = flop_matched(
                 baselines, entry["name"], entry["params"], entry["flop_match"], target, seq_len,
-                heads, head_dim, f"{entry['key']}.flop_match")
+                heads, head_dim, f"{entry['key']}.flop_match", entry["tolerance"])
         check_builds(baselines, entry["name"], f"{entry['key']}.params", entry["params"], heads,
                      "recall.model.n_head")
-    return {vid: {k: v for k, v in e.items() if k in ("id", "name", "params", "flop_match")}
+        flops = baselines.build(entry["name"], num_heads=heads, **entry["params"]).flops(
+            seq_len, head_dim, causal=True)
+        entry["flops_ratio"] = flops / target if longnets else math.nan  # against LongNet's
+    return {vid: {k: v for k, v in e.items()
+                  if k in ("id", "name", "params", "flop_match", "flops_ratio")}
             for vid, e in entries.items()}
 
 
@@ -381,6 +407,14 @@ def check_recall(config) -> None:
 
 def check_evaluation(config) -> None:
     evaluation = config["evaluation"]
+    window = evaluation["context_window"]
+    for variant in config["variants"]:
+        for n in variant["train_lens"]:
+            if not context_prompts(window["prompt_lens"], window["n_final"], n):
+                raise ConfigError("evaluation.context_window.prompt_lens", f"no prompt length "
+                                  f"fits {variant['id']}'s training length {n} with n_final "
+                                  f"{window['n_final']} scored tokens (prompt + n_final <= "
+                                  "train_len)", f"include a length <= {n - window['n_final']}")
     for n in evaluation["eval_lens"]:
         if n > evaluation["max_tokens"]:
             raise ConfigError("evaluation.eval_lens", f"{n} is longer than evaluation.max_tokens "
@@ -528,8 +562,9 @@ def expected_inputs(config: dict, variants: dict, recall_ids=()) -> dict:
             model = {"variant": vid, "train_len": n, "seed": seed}
             expect["perplexity"][f"{work}/eval/{vid}/L{n}/s{seed}/perplexity.csv"] = {
                 **model, "eval_len": evaluation["eval_lens"]}
+            window = evaluation["context_window"]
             expect["context_window"][f"{work}/eval/{vid}/L{n}/s{seed}/context_window.csv"] = {
-                **model, "prompt_len": evaluation["context_window"]["prompt_lens"]}
+                **model, "prompt_len": context_prompts(window["prompt_lens"], window["n_final"], n)}
             if "passkey" in evaluation:
                 expect["passkey"][f"{work}/eval/{vid}/L{n}/s{seed}/passkey.csv"] = {
                     **model, "context_len": evaluation["passkey"]["context_lens"],
@@ -548,4 +583,8 @@ def expected_inputs(config: dict, variants: dict, recall_ids=()) -> dict:
             for seed in config["seeds"]:
                 expect["recall"][f"{work}/recall/{vid}/s{seed}.csv"] = {
                     "variant": vid, "seed": seed, "distance": config["recall"]["distances"]}
+            lrs = recall_lrs(config)
+            for i, lr in enumerate(lrs if len(lrs) > 1 else []):
+                expect["recall_lr"][f"{work}/recall/{vid}/lr{i}.csv"] = {
+                    "variant": vid, "lr": lr, "distance": config["recall"]["distances"]}
     return dict(expect)

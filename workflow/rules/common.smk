@@ -95,15 +95,27 @@ RECALL_VARIANTS = pipeline_config.recall_variants(config) if config.get("recall"
 wildcard_constraints:
     recall_variant="|".join(re.escape(v) for v in RECALL_VARIANTS) or "^$",
 
-# what every recall-benchmark job (rules recall, recall_reach) is given
+# the recall benchmark's learning rates: one number, or the sweep every variant runs (recall_lr)
+RECALL_LRS = pipeline_config.recall_lrs(config) if config.get("recall") else []
+
+# what every recall-benchmark job (rules recall, recall_lr, recall_reach) is given
 RECALL_PARAMS = dict(recall=config.get("recall"),
                      spec=lambda w: RECALL_VARIANTS[w.recall_variant],
-                     eval_seed=config["seed"], modules=config["extra_modules"])
+                     eval_seed=config["seed"], modules=config["extra_modules"], lrs=RECALL_LRS)
 
 
 def recall_paths():
     """Every recall job's CSV: one per (recall variant, seed)."""
     return [f"{WORK}/recall/{v}/s{s}.csv" for v in RECALL_VARIANTS for s in SEEDS]
+
+
+def recall_sweep_paths(variant=None):
+    """The learning-rate sweep's CSVs (one per rate) of one recall variant, or of every one;
+    none when recall.lr is one number."""
+    if len(RECALL_LRS) < 2:
+        return []
+    return [f"{WORK}/recall/{v}/lr{i}.csv" for v in ([variant] if variant else RECALL_VARIANTS)
+            for i in range(len(RECALL_LRS))]
 
 
 def recall_reach_paths():

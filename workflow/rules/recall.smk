@@ -4,8 +4,32 @@
 # layers its attention pattern needs to reach that distance (analysis.attention_graph).
 # Variants: config recall.variants; knobs named by flop_match are chosen at load time so the
 # variant's attention FLOPs at recall.seq_len match LongNet's (pipeline_config.recall_variants).
+# The learning rate: recall.lr, or, when it is a list, the one each variant's sweep (rule
+# recall_lr: the first seed, scored on the validation split) gives the best accuracy.
+
+rule recall_lr:
+    output:
+        f"{WORK}/recall/{{recall_variant}}/lr{{lr_index}}.csv",
+    params:
+        **RECALL_PARAMS,
+        sweep_seed=SEEDS[0],
+        sweep_steps=pipeline_config.recall_sweep_steps(config),
+    wildcard_constraints:
+        lr_index=r"\d+",
+    threads: job_threads("recall")
+    resources:
+        **job_resources("recall"),
+    log:
+        f"{LOGS}/recall/{{recall_variant}}_lr{{lr_index}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/train_recall.py"
+
 
 rule recall:
+    input:
+        sweep=lambda w: recall_sweep_paths(w.recall_variant),
     output:
         f"{WORK}/recall/{{recall_variant}}/s{{seed}}.csv",
     params:
