@@ -74,8 +74,10 @@ def figure5_latency(latency: pd.DataFrame, distributed: pd.DataFrame,
         ok = latency[(latency["status"] == "ok") & (latency["mode"] == "fwd")]
         for variant, cells in ok.groupby("variant"):
             cells = cells.sort_values("seq_len")
+            schedules = cells["schedule"].dropna().unique() if "schedule" in cells else []
+            schedule = "".join(f", {s} schedule" for s in schedules if s)  # LongNet's, as run
             ax.plot(cells["seq_len"], cells["median_ms"] / cells["batch"], "o-",
-                    color=color(variant), label=f"{variant}, 1 device (measured)")
+                    color=color(variant), label=f"{variant}, 1 device (measured{schedule})")
     if not distributed.empty:
         for p, runs in distributed.groupby("world_size"):
             runs = runs.sort_values("seq_len")
@@ -127,13 +129,23 @@ def table2_perplexity(table: pd.DataFrame):
     paper.set_title("paper (lengths as published)")
     if not table.empty:
         means = table[table["statistic"] == "mean"]
-        for (variant, train_len), run in means.groupby(["variant", "train_len"]):
+        if "eval_attention" not in means:
+            means = means.assign(eval_attention="native")
+        colors = {}
+        for (variant, train_len, attention), run in means.groupby(
+                ["variant", "train_len", "eval_attention"]):
             run = run.sort_values("eval_len")
-            line = ours.errorbar(run["eval_len"], run["perplexity_mean"], capsize=3, fmt="o-",
+            color = colors.setdefault((variant, train_len), f"C{len(colors)}")
+            bca = attention == "blockwise_causal"  # beyond the training length, the paper's protocol
+            line = ours.errorbar(run["eval_len"], run["perplexity_mean"], capsize=3,
+                                 fmt="s--" if bca else "o-", color=color,
                                  yerr=[run["perplexity_mean"] - run["ci_low"],
                                        run["ci_high"] - run["perplexity_mean"]],
                                  label=f"{variant} (train {train_len}, "
-                                       f"{int(run['n_seeds'].iloc[0])} seeds)").lines[0]
+                                       f"{int(run['n_seeds'].iloc[0])} seeds"
+                                       f"{', blockwise causal' if bca else ''})").lines[0]
+            if bca:
+                continue
             published = run.dropna(subset=["paper_perplexity"])
             if len(published):
                 paper.plot(published["paper_eval_len"], published["paper_perplexity"], "o-",
@@ -251,6 +263,9 @@ def decode_latency(decode: pd.DataFrame):
                      **styles.setdefault(shape, [dict(marker="o", ls="-"), dict(marker="s", ls="--"),
                                                  dict(marker="^", ls=":")][len(styles) % 3]))
         label = f"{variant} ({shape}: H={rows['heads'].iloc[0]}, D={rows['head_dim'].iloc[0]})"
+        schedule = rows["schedule"].dropna().iloc[-1] if "schedule" in rows and rows["schedule"].notna().any() else ""
+        if schedule:  # LongNet: how its schedule met the context (paper: widest segment covers it)
+            label += f", {schedule} schedule"
         axes[0].plot(rows["context_len"], rows["ms_per_token"], label=label, **style)
         axes[1].plot(rows["context_len"], rows["cache_bytes"], label=label, **style)
     return _finish(fig, axes, ok.empty, "decoding benchmark")

@@ -19,7 +19,15 @@ COLUMNS = {
     "name": "registry name of the variant (baselines.available())",
     "params": "the variant's params, JSON (model_size: the model's parameter count)",
     "mode": "fwd / fwd+bwd: what a timing measured",
-    "eval_attention": "native / blockwise_causal: which attention evaluated the model (named mode before 2026-12)",
+    "eval_attention": "native / blockwise_causal: which attention evaluated the model (beyond its training length every model has both)",
+    "paper_protocol": "true for the row the paper's protocol reports: native within the training length, blockwise causal beyond it (the claims read these)",
+    "schedule": "LongNet rows: paper (widest segment extended by (2w, 2r) to cover the length), pinned (as given, covering it) or truncated (as given, stopping short of it); empty for other variants",
+    "widest_segment": "LongNet rows: the widest segment length of the schedule that ran",
+    "cache_rows_per_head": "key rows the decoding cache holds per head at that context",
+    "flops_ratio": "the variant's attention FLOPs at seq_len over the recall benchmark's LongNet's",
+    "lr": "learning rate the model was trained with (recall: chosen per variant by the validation sweep)",
+    "split": "held-out split scored: validation (the learning-rate sweep) or test (reported)",
+    "loss_se": "standard error of the model's mean test loss over its evaluation chunks",
     "train_len": "training sequence length (tokens)",
     "eval_len": "evaluation sequence length (tokens)",
     "seq_len": "sequence length N (tokens)",
@@ -166,6 +174,8 @@ def table2_markdown(table2: pd.DataFrame) -> str:
         return "(no perplexity evaluations in this run)"
     table2 = table2[table2["statistic"] == "mean"]
     blockwise = table2.get("eval_attention", pd.Series("", index=table2.index)) == "blockwise_causal"
+    if "paper_protocol" in table2:  # the paper's protocol; the native rows beyond are in the CSV
+        table2, blockwise = table2[table2["paper_protocol"].astype(bool)], blockwise[table2["paper_protocol"].astype(bool)]
     cell = table2.assign(value=[
         f"{p:.2f} [{lo:.2f}, {hi:.2f}]" + ("†" if b else "") + (f" ({q:.2f})" if pd.notna(q) else "")
         for p, lo, hi, q, b in zip(table2["perplexity_mean"], table2["ci_low"], table2["ci_high"],
@@ -212,8 +222,8 @@ def recall_markdown(recall: pd.DataFrame) -> str:
     if recall.empty:
         return "(no recall runs in this run)"
     distances = sorted(recall["distance"].unique())
-    lines = ["| variant | params | " + " | ".join(f"d = {d}" for d in distances) + " |",
-             "|---|---|" + "---|" * len(distances)]
+    lines = ["| variant | params | lr | FLOPs / LongNet's | " + " | ".join(f"d = {d}" for d in distances) + " |",
+             "|---|---|---|---|" + "---|" * len(distances)]
     for variant, rows in recall.groupby("variant"):
         cells = []
         for d in distances:
@@ -224,7 +234,12 @@ def recall_markdown(recall: pd.DataFrame) -> str:
             if "ceiling" in at:
                 reach += f"; ceiling {at['ceiling'].iloc[0]:.2f}"
             cells.append(f"{mean:.2f} [{max(low, 0):.2f}, {min(high, 1):.2f}] ({reach})")
-        lines.append(f"| {variant} | {rows['params'].iloc[0]} | " + " | ".join(cells) + " |")
+        schedule = rows["schedule"].iloc[0] if "schedule" in rows and isinstance(rows["schedule"].iloc[0], str) else ""
+        params = rows["params"].iloc[0] + (f" ({schedule} schedule, widest "
+                                           f"{rows['widest_segment'].iloc[0]:.0f})" if schedule else "")
+        lr = f"{rows['lr'].iloc[0]:g}" if "lr" in rows else ""
+        ratio = f"{rows['flops_ratio'].iloc[0]:.2f}" if "flops_ratio" in rows else ""
+        lines.append(f"| {variant} | {params} | {lr} | {ratio} | " + " | ".join(cells) + " |")
     first = recall.iloc[0]
     lines += ["", f"Accuracy on held-out sequences, mean over {recall['seed'].nunique()} seeds "
                   f"[95% t interval, clipped to 0..1]; in parentheses the layers the pattern needs "
@@ -232,7 +247,10 @@ def recall_markdown(recall: pd.DataFrame) -> str:
                   f"{int(first['n_layer'])}) and the ceiling: the accuracy of a model exact "
                   f"wherever the pattern connects a held-out pair to its query within that "
                   f"depth and guessing elsewhere. Length "
-                  f"{int(first['seq_len'])}, {int(first['steps'])} steps per model."]
+                  f"{int(first['seq_len'])}, {int(first['steps'])} steps per model; lr: the rate "
+                  f"the variant's sweep chose on the validation split (`tables/recall_lr.csv`), "
+                  f"used for every seed; FLOPs / LongNet's: attention FLOPs at the length "
+                  f"against the LongNet entry's."]
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ from analysis.stats import cell_interval
 
 INPUT_KINDS = ("profile", "perplexity", "context_window", "passkey", "compute_curve",
                "metrics", "distributed", "projected", "attention_graph", "recall",
-               "recall_reach")
+               "recall_reach", "recall_lr")
 
 # Fit latency exponents only where the kernels dominate: tiny lengths measure call overhead.
 MIN_FIT_LEN = 2048
@@ -76,6 +76,7 @@ NUMERIC = {
     "attention_graph": (),
     "recall": ("distance", "seq_len", "accuracy", "seed"),
     "recall_reach": ("distance", "reachable"),
+    "recall_lr": ("distance", "accuracy", "lr", "final_loss"),
 }
 
 
@@ -201,6 +202,19 @@ TABLE2_FIRST = ["variant", "train_len", "eval_len", "statistic", "seed", "perple
                 "perplexity_mean", "ci_low", "ci_high", "n_seeds", "paper_model",
                 "paper_train_len", "paper_eval_len", "paper_perplexity"]
 MODEL_KEYS = ["variant", "train_len", "eval_len"]
+TABLE2_KEYS = [*MODEL_KEYS, "eval_attention"]  # beyond train_len a model has a row per attention
+
+
+def paper_protocol(rows: pd.DataFrame) -> pd.Series:
+    """True for the rows evaluated as the paper evaluated (section 4.2): a model's own attention
+    within its training length, blockwise causal attention beyond it. The claims and the
+    model-size fit read these rows; the native rows beyond a model's training length stand
+    beside them in Table 2 (longnet.evaluate.eval_attentions)."""
+    if rows.empty:
+        return pd.Series(dtype=bool)
+    beyond = rows["eval_len"] > rows["train_len"]
+    attention = rows["eval_attention"] if "eval_attention" in rows else pd.Series("native", index=rows.index)
+    return attention == np.where(beyond, "blockwise_causal", "native")
 
 
 def seed_mean(rows: pd.DataFrame) -> dict:
@@ -219,8 +233,10 @@ def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.D
     """Table 2: our perplexity per (variant, train_len, eval_len) with the paper's value for the
     same model at the same lengths scaled by paper_len_scale (NaN where the paper has none).
 
-    One row per seed (statistic "seed": seed, perplexity, loss, ...) and one aggregate row per
-    cell (statistic "mean": perplexity_mean, ci_low, ci_high of the 95% interval over seeds with
+    A cell is (variant, train_len, eval_len, eval_attention): beyond its training length a model
+    has a native and a blockwise causal cell; `paper_protocol` marks the one the paper's
+    protocol reports (paper_protocol()). One row per seed (statistic "seed": seed, perplexity,
+    loss, ...) and one aggregate row per cell (statistic "mean": perplexity_mean, ci_low, ci_high of the 95% interval over seeds with
     test-set noise included, n_seeds, seed_sd, eval_se; seed and perplexity empty). See
     analysis.stats.cell_interval for the interval."""
     if perplexity.empty:
@@ -233,14 +249,17 @@ def table2(perplexity: pd.DataFrame, variants, paper_len_scale: int = 1) -> pd.D
     df = df.merge(paper_table2(), on=["paper_model", "paper_train_len", "paper_eval_len"],
                   how="left")
     df["statistic"] = "seed"
-    shared = ["eval_attention", "paper_model", "paper_train_len", "paper_eval_len", "paper_perplexity",
-              "tokens_evaluated", "split"]
-    means = [dict(zip(MODEL_KEYS, key), statistic="mean",
+    if "eval_attention" not in df:
+        df["eval_attention"] = "native"
+    df["paper_protocol"] = paper_protocol(df)
+    shared = ["paper_protocol", "paper_model", "paper_train_len", "paper_eval_len",
+              "paper_perplexity", "tokens_evaluated", "split", "schedule", "widest_segment"]
+    means = [dict(zip(TABLE2_KEYS, key), statistic="mean",
                   **{c: rows[c].iloc[0] for c in shared if c in rows}, **seed_mean(rows))
-             for key, rows in df.groupby(MODEL_KEYS)]
+             for key, rows in df.groupby(TABLE2_KEYS)]
     df = pd.concat([df, pd.DataFrame(means)], ignore_index=True)
     df = df[[c for c in TABLE2_FIRST if c in df] + [c for c in df.columns if c not in TABLE2_FIRST]]
-    return df.sort_values([*MODEL_KEYS, "statistic", "seed"], ignore_index=True)
+    return df.sort_values([*TABLE2_KEYS, "statistic", "seed"], ignore_index=True)
 
 
 CLAIMS_COLUMNS = ["claim", "family", "primary", "metric", "test", "alternative", "better",
@@ -320,6 +339,8 @@ def claims(table: pd.DataFrame, variants, recall: pd.DataFrame | None = None,
 
     rows = []
     seeds = table[table["statistic"] == "seed"] if len(table) else table
+    if len(seeds) and "paper_protocol" in seeds:  # one row per cell: as the paper evaluated
+        seeds = seeds[seeds["paper_protocol"].astype(bool)]
     name = registry_names(variants)
     resized = {v.get("id", v["name"]) for v in variants if v.get("model_overrides")}
     has_se = eval_noise and "loss_se" in seeds
@@ -507,7 +528,8 @@ def model_size(table: pd.DataFrame, variants, params: dict, train_len: int | Non
     if table.empty or train_len is None:
         return pd.DataFrame(columns=columns)
     rows = table[(table["statistic"] == "seed") & (table["train_len"] == train_len)
-                 & (table["eval_len"] == train_len) & table["variant"].isin(params)].copy()
+                 & (table["eval_len"] == train_len) & table["variant"].isin(params)
+                 & paper_protocol(table)].copy()
     if rows.empty:
         return pd.DataFrame(columns=columns)
     rows["name"] = rows["variant"].map(registry_names(variants))
@@ -539,6 +561,21 @@ def recall(accuracy: pd.DataFrame, reach: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def recall_lr(sweep: pd.DataFrame) -> pd.DataFrame:
+    """The recall benchmark's learning-rate sweep: per variant and rate, the validation accuracy
+    at each distance and its mean, the final training loss, and `chosen` (the rate
+    longnet.recall.choose_lr picks, which every seed of that variant then trains with)."""
+    if sweep.empty:
+        return sweep
+    from longnet.recall import choose_lr
+
+    table = sweep.copy()
+    table["mean_accuracy"] = table.groupby(["variant", "lr"])["accuracy"].transform("mean")
+    chosen = {v: choose_lr(rows.to_dict("records")) for v, rows in table.groupby("variant")}
+    table["chosen"] = table["lr"] == table["variant"].map(chosen)
+    return table.sort_values(["variant", "lr", "distance"], ignore_index=True)
+
+
 def with_train_len(paths, kind: str | None = None, expect: dict | None = None) -> pd.DataFrame:
     """Training outputs carry their model in the path:
     .../train/<variant>/L<train_len>/s<seed>/<file>. kind, expect: as read_csvs."""
@@ -558,7 +595,7 @@ def with_train_len(paths, kind: str | None = None, expect: dict | None = None) -
 
 TABLES = ("table1_scaling", "table2_perplexity", "claims", "latency", "latency_projected", "distributed",
           "loss_vs_compute", "training", "context_window", "passkey", "attention_graph",
-          "recall", "model_size")
+          "recall", "recall_lr", "model_size")
 
 
 def build_tables(inputs: dict, variants, paper_len_scale: int = 1,

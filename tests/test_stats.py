@@ -184,15 +184,21 @@ def test_welch_power_and_the_limit_set_by_test_noise():
     assert math.isnan(seeds_needed(math.nan, 0.02))
 
 
-def seeded_perplexity(cells, seeds=None, loss_se=None):
-    """Per-seed perplexity rows: {(variant, train_len, eval_len): [loss per seed]}."""
+def seeded_perplexity(cells, seeds=None, loss_se=None, native_beyond=False):
+    """Per-seed perplexity rows: {(variant, train_len, eval_len): [loss per seed]}, evaluated as
+    the paper did (blockwise causal beyond the training length); native_beyond: also a native
+    row there, worse by 1 nat (what the claims must not read)."""
     rows = []
     for (v, n, e), losses in cells.items():
         for s, loss in zip(seeds or itertools.count(), losses):
-            rows.append(dict(variant=v, train_len=n, eval_len=e, seed=s, loss=loss,
-                             perplexity=math.exp(loss)))
-            if loss_se is not None:
-                rows[-1]["loss_se"] = loss_se
+            attentions = [("blockwise_causal", loss)] if e > n else [("native", loss)]
+            if e > n and native_beyond:
+                attentions.append(("native", loss + 1.0))
+            for attention, value in attentions:
+                rows.append(dict(variant=v, train_len=n, eval_len=e, seed=s, loss=value,
+                                 perplexity=math.exp(value), eval_attention=attention))
+                if loss_se is not None:
+                    rows[-1]["loss_se"] = loss_se
     return pd.DataFrame(rows)
 
 
@@ -410,3 +416,19 @@ def test_model_size_fits_a_power_law_to_the_seed_means():
     assert table["fit_exponent"].iloc[0] == pytest.approx(0.1, abs=1e-3)
     assert table["fit_coefficient"].iloc[0] == pytest.approx(3.0, rel=0.01)
     assert model_size(table, variants, params, None).empty
+
+
+def test_claims_read_the_paper_protocol_rows_and_table2_keeps_both():
+    cells = {("longnet", 512, 512): [3.0, 3.01, 3.02], ("longnet", 512, 2048): [3.1, 3.11, 3.12],
+             ("vanilla", 128, 512): [3.5, 3.51, 3.52], ("vanilla", 128, 2048): [3.6, 3.6, 3.61],
+             ("longnet", 512, 128): [3.2, 3.2, 3.21], ("vanilla", 128, 128): [3.0, 3.0, 3.0]}
+    table = table2(seeded_perplexity(cells, [0, 1, 2], native_beyond=True), VARIANTS, 16)
+    means = table[table["statistic"] == "mean"]
+    beyond = means[means["eval_len"] > means["train_len"]]
+    assert sorted(beyond["eval_attention"].unique()) == ["blockwise_causal", "native"]
+    assert (beyond["paper_protocol"] == (beyond["eval_attention"] == "blockwise_causal")).all()
+    found = claims(table, VARIANTS)
+    vs_vanilla = found[found["claim"] == "longnet beats vanilla beyond vanilla's training length"]
+    # the native rows are 1 nat worse: read by mistake, the differences would move by 1 nat
+    at_2048 = vs_vanilla[vs_vanilla["eval_len"].astype(str) == "2048"]
+    assert len(at_2048) == 1 and abs(at_2048["mean_diff"].iloc[0] - 0.4933) < 0.01

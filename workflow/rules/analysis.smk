@@ -38,6 +38,7 @@ rule aggregate:
         attention_graph=expand(f"{WORK}/attention_graph/{{variant}}.csv", variant=list(VARIANTS)),
         recall=recall_paths(),
         recall_reach=recall_reach_paths(),
+        recall_lr=recall_sweep_paths(),
     output:
         **{name: f"{WORK}/tables/{name}.csv" for name in TABLES},
     params:
