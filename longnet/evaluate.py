@@ -75,8 +75,9 @@ def spread_starts(n_tokens: int, span: int, count: int) -> np.ndarray:
 @torch.no_grad()
 def sequence_loss(model, tokens, seq_len: int, max_tokens: int, device="cpu",
                   batch_tokens: int = 16384, score_last: int | None = None,
-                  starts=None) -> tuple[float, int]:
+                  starts=None, per_window: list | None = None) -> tuple[float, int]:
     """Mean next-token loss (nats) over windows of seq_len tokens; returns (loss, tokens scored).
+    per_window: a list that receives each window's mean loss, in the order of `starts`.
 
     Windows begin at `starts`, or, by default, max_tokens // seq_len windows (at least one) spread
     evenly over `tokens` (a corpus split is files in path-hash order: a prefix would be a handful
@@ -99,9 +100,11 @@ def sequence_loss(model, tokens, seq_len: int, max_tokens: int, device="cpu",
         targets = window[:, 1:]
         if score_last is not None:
             logits, targets = logits[:, -score_last:], targets[:, -score_last:]
-        losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
-        total += losses.item()
+        losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+        total += losses.sum().item()
         count += targets.numel()
+        if per_window is not None:
+            per_window.extend(losses.view(targets.shape).mean(1).tolist())
     model.train(was_training)
     return total / count, count
 
@@ -123,8 +126,9 @@ def perplexity(checkpoint, data_dir, eval_lens, max_tokens: int = 65536, split: 
     Every length scores the same tokens: max_tokens // max(eval_lens) chunks (at least one) of
     max(eval_lens) tokens spread evenly over the split, each tiled by windows of the length (a
     length that does not divide the longest leaves the chunk's tail unscored). The loss is the
-    mean over every position of every window.
-    Columns: variant, params, train_len, eval_len, eval_attention, loss, perplexity,
+    mean over every position of every window; loss_se its standard error over the chunks (the
+    sd of the chunks' mean losses / sqrt(chunks): the test set's sampling noise).
+    Columns: variant, params, train_len, eval_len, eval_attention, loss, loss_se, perplexity,
     tokens_evaluated, tokens_seen, seed, split, schedule, widest_segment, + provenance.
     """
     model, state = load_model(checkpoint, device)
@@ -138,11 +142,15 @@ def perplexity(checkpoint, data_dir, eval_lens, max_tokens: int = 65536, split: 
         for attention in eval_attentions(state["train_config"]["seq_len"], L):
             _use_attention(model, state, attention)
             starts = (chunks[:, None] + np.arange(longest // L) * L).ravel()
+            windows = []
             loss, n = sequence_loss(model, tokens, L, max_tokens, device, batch_tokens,
-                                    starts=starts)
+                                    starts=starts, per_window=windows)
+            per_chunk = np.asarray(windows).reshape(len(chunks), -1).mean(1)
+            se = per_chunk.std(ddof=1) / math.sqrt(len(chunks)) if len(chunks) > 1 else math.nan
             rows.append(dict(_model_columns(state), eval_len=L, eval_attention=attention,
-                             loss=loss, perplexity=math.exp(loss), tokens_evaluated=n,
-                             split=split, **_attention_columns(model, L), **prov))
+                             loss=loss, loss_se=se, perplexity=math.exp(loss),
+                             tokens_evaluated=n, split=split, **_attention_columns(model, L),
+                             **prov))
     return pd.DataFrame(rows)
 
 

@@ -64,6 +64,7 @@ def test_perplexity_grid_and_modes(run):
     assert (df["train_len"] == 32).all() and (df["tokens_seen"] == 256).all()
     assert list(df["tokens_evaluated"]) == [512] * 4  # every length scores the same tokens
     np.testing.assert_allclose(df["perplexity"], np.exp(df["loss"]))
+    assert (df["loss_se"] > 0).all() and (df["loss_se"] < df["loss"]).all()  # 4 chunks of 128
     # blockwise causal at a length within train_len would equal native: same tokens, same loss
     # (checked through the context-window curve below); here at least one finite, sane value
     assert df["loss"].between(0, math.log(256) + 2).all()
