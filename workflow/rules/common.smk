@@ -111,3 +111,38 @@ def recall_paths():
 def recall_reach_paths():
     """Every recall variant's reachability CSV (recall_reach: placements its pattern connects)."""
     return [f"{WORK}/recall/{v}/reach.csv" for v in RECALL_VARIANTS]
+
+
+# ---- stale temporary files ------------------------------------------------------------------
+# A run killed mid-write leaves longnet.io's temporary files (.NAME.XXXXXXXX.SUFFIX) behind. When
+# a run starts (onstart: not for a dry run, nor inside a job), remove those under RESULTS and WORK,
+# and nothing else, but only while this run holds the only Snakemake locks here: a live run's
+# writes in progress look the same. (Snakemake refuses a second run whose files overlap ours, but
+# not one with other targets in the same folders, such as `snakemake peers` beside the main run.)
+
+def other_runs_may_be_writing() -> str | None:
+    """Why the sweep must wait (another run's lock, or no lock of our own), or None."""
+    own = {os.path.realpath(p) for p in getattr(workflow.persistence, "_lockfile", {}).values()}
+    if not own:
+        return "this run holds no lock (--nolock?)"
+    lock_dir = Path(".snakemake") / "locks"
+    others = [p for p in lock_dir.glob("*.lock") if os.path.realpath(p) not in own]
+    return f"another run holds {others[0]}" if others else None
+
+
+def sweep_stale_temporaries() -> None:
+    from longnet.io import sweep_temporaries
+    waiting = other_runs_may_be_writing()
+    if waiting:
+        print(f"Not removing stale temporary files: {waiting}", file=sys.stderr)
+        return
+    removed = set()
+    for folder in dict.fromkeys((RESULTS, WORK)):  # WORK may lie inside RESULTS
+        if Path(folder).is_dir():
+            removed.update(sweep_temporaries(folder))
+    for path in sorted(removed):
+        print(f"Removed a stale temporary file (a killed write): {path}", file=sys.stderr)
+
+
+onstart:
+    sweep_stale_temporaries()
