@@ -8,14 +8,30 @@
 #
 # Stages, one rule file each: data -> train -> evaluate; profile; distributed; analysis.
 # Snakemake applies workflow/profiles/default by itself only to a Snakefile inside workflow/, so a
-# run given no configuration loads the default configuration here.
+# run given no --configfile loads the default configuration here, with any --config KEY=VALUE
+# applied on top. A --configfile that holds nothing is an error, never a silent default run.
+import copy
 from pathlib import Path
 
 import yaml
+from snakemake.common.configfile import load_configfile
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import update_config
 
-if not config:
+if workflow.config_settings.configfiles:
+    for configfile in workflow.config_settings.configfiles:
+        # Snakemake itself refuses a file that is not a mapping, before this file is read
+        if not load_configfile(configfile):
+            raise WorkflowError(
+                f"configuration file {configfile} is empty: give a mapping of the keys in "
+                "workflow/schemas/config.schema.yaml (see workflow/configs/*.yaml), or no "
+                "--configfile to run the default configuration (workflow/configs/default.yaml)")
+else:
+    command_line = copy.deepcopy(dict(config))  # --config KEY=VALUE, applied on top
+    config.clear()
     default_config = Path(workflow.basedir) / "workflow" / "configs" / "default.yaml"
     config.update(yaml.safe_load(default_config.read_text()))
+    update_config(config, command_line)
 
 
 include: "workflow/rules/common.smk"

@@ -10,6 +10,12 @@ shared machine can read the results.
     write_text(text, path); write_bytes(data, path); write_csv(df, path)
     write_rows(path, columns, rows)                            # a list of dicts as CSV
     copy_file(src, dst)
+
+A run killed mid-write (SIGKILL, power loss) leaves its temporary file: `.NAME.XXXXXXXX.SUFFIX`
+beside NAME (X: tempfile's eight random characters; SUFFIX: NAME's own suffix, if any).
+is_temporary(name) recognises exactly that pattern, and sweep_temporaries(folder) removes such
+files under a folder; the pipeline sweeps its results and work folders when a run starts
+(workflow/rules/common.smk), when no other run holds a lock there.
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "copy_file", "write_bytes", "write_csv", "write_rows", "write_text"]
+__all__ = ["atomic_path", "copy_file", "is_temporary", "sweep_temporaries", "write_bytes",
+           "write_csv", "write_rows", "write_text"]
 
 
 def _umask() -> int:
@@ -44,6 +51,39 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# tempfile.mkstemp's names: prefix, eight of these characters, suffix (tempfile._RandomNameSequence)
+_RANDOM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+_RANDOM_LEN = 8
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one atomic_path gives: `.{dest}.{8 random}{Path(dest).suffix}`."""
+    if not name.startswith("."):
+        return False
+    for i in range(2, len(name) - _RANDOM_LEN):  # name[i] is the dot before the random part
+        random = name[i + 1:i + 1 + _RANDOM_LEN]
+        if name[i] != "." or len(random) < _RANDOM_LEN or not set(random) <= _RANDOM:
+            continue
+        dest, suffix = name[1:i], name[i + 1 + _RANDOM_LEN:]
+        if dest not in ("", ".", "..") and suffix == Path(dest).suffix:
+            return True
+    return False
+
+
+def sweep_temporaries(folder) -> list[Path]:
+    """Remove atomic_path's leftover temporary files under `folder` (symbolic links not
+    followed, nothing else touched); the paths removed. Only call this when no writer can be
+    running there: a live write's temporary file matches the same pattern."""
+    removed = []
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = Path(parent) / name
+            if is_temporary(name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def write_text(text: str, path) -> None:

@@ -32,7 +32,7 @@ def read_rows(path):
 
 
 def weights(run_dir, name="checkpoint.pt"):
-    return torch.load(run_dir / name, weights_only=False)["model"]
+    return torch.load(run_dir / name, weights_only=True)["model"]
 
 
 def test_learning_rate_schedule():
@@ -66,7 +66,7 @@ def test_outputs_and_learning(corpus, tmp_path):
     assert [int(r["step"]) for r in curve] == [0, 6, 12]
     assert float(curve[0]["train_flops"]) == 0 < float(curve[1]["train_flops"])
     assert float(curve[-1]["val_loss"]) < float(curve[0]["val_loss"]) - 0.5  # it learns
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["step"] == 12 and state["tokens_seen"] == 12 * 256
     assert state["manifest"]["tokenizer"] == "byte" and "optimizer" not in state
     assert not (tmp_path / "checkpoint_last.pt").exists()
@@ -87,7 +87,7 @@ def test_killed_run_resumes_to_identical_weights(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "learning_rate", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         train(BASE, corpus, tmp_path / "killed")
-    assert torch.load(tmp_path / "killed" / "checkpoint_last.pt", weights_only=False)["step"] == 4
+    assert torch.load(tmp_path / "killed" / "checkpoint_last.pt", weights_only=True)["step"] == 4
     monkeypatch.setattr(train_module, "learning_rate", real)
     train(BASE, corpus, tmp_path / "killed")  # resumes from step 4
 

@@ -211,7 +211,7 @@ def test_smoke_run_writes_every_declared_output_and_each_parses(smoke_run):
         elif path.suffix == ".json":
             json.loads(path.read_text())
         elif path.suffix == ".pt":
-            torch.load(path, map_location="cpu", weights_only=False)
+            torch.load(path, map_location="cpu", weights_only=True)
         else:
             assert path.read_text().strip(), path
     tables = root / RESULTS / "tables"

@@ -534,6 +534,7 @@ def check_config(config: dict, *, local: bool = True, dry_run: bool = False) -> 
     local: the jobs run on this machine (not a cluster executor), so its environment is checked;
     dry_run: nothing runs now, so the CUDA check is left to the jobs."""
     check_schema(config)
+    from config_paths import check_paths; check_paths(config)  # workflow/config_paths.py
     variants = check_variants(config)
     check_training(config, variants, resolve_device(config))
     check_evaluation(config)

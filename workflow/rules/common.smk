@@ -4,8 +4,8 @@
 # workflow/pipeline_config.py checks the schema, builds every job's TrainConfig, model and
 # variant, and (where the jobs run on this machine) the environment they need.
 import json
+import os
 import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -58,9 +58,9 @@ def job_spec(wildcards):
     return pipeline_config.job_spec(VARIANTS[wildcards.variant], int(wildcards.train_len))
 
 
-def as_arg(value):
-    """A JSON value quoted for the shell (for rules launched through torchrun)."""
-    return shlex.quote(json.dumps(value, sort_keys=True))
+def as_json(value):
+    """A value as one JSON argument (quoted in the rule's shell command with {params.x:q})."""
+    return json.dumps(value, sort_keys=True)
 
 
 def train_cfg(wildcards):
@@ -69,15 +69,17 @@ def train_cfg(wildcards):
                                         int(wildcards.train_len), DEVICE, int(wildcards.seed))
 
 
+# Every value a `shell:` command gets is quoted there ({params.x:q}; a list quotes each element),
+# so the argument lists below are lists of words, never one string for the shell to split.
 # plain python for one process; torchrun (DDP) for several, one per GPU or CPU slot
 NPROC = config["training"]["nproc"]
-TRAIN_LAUNCHER = PYTHON if NPROC == 1 else (
-    f"{PYTHON} -m torch.distributed.run --standalone --nproc-per-node {NPROC}")
+TRAIN_LAUNCHER = [PYTHON] if NPROC == 1 else [
+    PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(NPROC)]
 # --seq-lens N... (N fixed for every P) or --tokens-per-rank T... (N = T x P), as the config gives
 SEQUENCE_PARALLEL_LENGTHS = (
-    "--seq-lens " + " ".join(map(str, config["distributed"]["seq_lens"]))
+    ["--seq-lens", *map(str, config["distributed"]["seq_lens"])]
     if "seq_lens" in config["distributed"] else
-    "--tokens-per-rank " + " ".join(map(str, config["distributed"]["tokens_per_rank"])))
+    ["--tokens-per-rank", *map(str, config["distributed"]["tokens_per_rank"])])
 
 
 def trained_paths(path, seeds=None):
@@ -121,3 +123,38 @@ def recall_sweep_paths(variant=None):
 def recall_reach_paths():
     """Every recall variant's reachability CSV (recall_reach: placements its pattern connects)."""
     return [f"{WORK}/recall/{v}/reach.csv" for v in RECALL_VARIANTS]
+
+
+# ---- stale temporary files ------------------------------------------------------------------
+# A run killed mid-write leaves longnet.io's temporary files (.NAME.XXXXXXXX.SUFFIX) behind. When
+# a run starts (onstart: not for a dry run, nor inside a job), remove those under RESULTS and WORK,
+# and nothing else, but only while this run holds the only Snakemake locks here: a live run's
+# writes in progress look the same. (Snakemake refuses a second run whose files overlap ours, but
+# not one with other targets in the same folders, such as `snakemake peers` beside the main run.)
+
+def other_runs_may_be_writing() -> str | None:
+    """Why the sweep must wait (another run's lock, or no lock of our own), or None."""
+    own = {os.path.realpath(p) for p in getattr(workflow.persistence, "_lockfile", {}).values()}
+    if not own:
+        return "this run holds no lock (--nolock?)"
+    lock_dir = Path(".snakemake") / "locks"
+    others = [p for p in lock_dir.glob("*.lock") if os.path.realpath(p) not in own]
+    return f"another run holds {others[0]}" if others else None
+
+
+def sweep_stale_temporaries() -> None:
+    from longnet.io import sweep_temporaries
+    waiting = other_runs_may_be_writing()
+    if waiting:
+        print(f"Not removing stale temporary files: {waiting}", file=sys.stderr)
+        return
+    removed = set()
+    for folder in dict.fromkeys((RESULTS, WORK)):  # WORK may lie inside RESULTS
+        if Path(folder).is_dir():
+            removed.update(sweep_temporaries(folder))
+    for path in sorted(removed):
+        print(f"Removed a stale temporary file (a killed write): {path}", file=sys.stderr)
+
+
+onstart:
+    sweep_stale_temporaries()

@@ -9,9 +9,10 @@ rule sequence_parallel:
         f"{WORK}/distributed/P{{world_size}}.csv",
     params:
         python=PYTHON,
+        script=f"{workflow.basedir}/benchmarks/sequence_parallel.py",
         lengths=SEQUENCE_PARALLEL_LENGTHS,
-        segments=" ".join(map(str, config["distributed"]["segment_lengths"])),
-        dilations=" ".join(map(str, config["distributed"]["dilation_rates"])),
+        segments=list(map(str, config["distributed"]["segment_lengths"])),
+        dilations=list(map(str, config["distributed"]["dilation_rates"])),
         dist=config["distributed"],
         device=DEVICE,
     threads: job_threads("sequence_parallel")  # local: alone, so per-rank timings are not shared
@@ -22,15 +23,15 @@ rule sequence_parallel:
     conda:
         ENV
     shell:
-        "{params.python} -m torch.distributed.run --standalone"
-        " --nproc-per-node {wildcards.world_size}"
-        f" {workflow.basedir}/benchmarks/sequence_parallel.py {{params.lengths}}"
-        " --segment-lengths {params.segments} --dilation-rates {params.dilations}"
-        " --heads {params.dist[heads]} --head-dim {params.dist[head_dim]}"
-        " --mode {params.dist[mode]} --warmup {params.dist[warmup]}"
-        " --repeats {params.dist[repeats]} --check-max-len {params.dist[check_max_len]}"
-        " --threads {params.dist[threads_per_rank]} --device {params.device} --out {output} > {log} 2>&1"
-
+        "{params.python:q} -m torch.distributed.run --standalone"
+        " --nproc-per-node {wildcards.world_size:q}"
+        " {params.script:q} {params.lengths:q}"
+        " --segment-lengths {params.segments:q} --dilation-rates {params.dilations:q}"
+        " --heads {params.dist[heads]:q} --head-dim {params.dist[head_dim]:q}"
+        " --mode {params.dist[mode]:q} --warmup {params.dist[warmup]:q}"
+        " --repeats {params.dist[repeats]:q} --check-max-len {params.dist[check_max_len]:q}"
+        " --threads {params.dist[threads_per_rank]:q} --device {params.device:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 rule project_latency:
     input:

@@ -14,9 +14,10 @@ if any(importlib.util.find_spec(name) for name in ("dilated_attention_pytorch", 
             f"{TABLE_DIR}/peers.csv",
         params:
             python=PYTHON,
+            script=f"{workflow.basedir}/benchmarks/peers.py",
         log:
             f"{LOGS}/peers.log",
         conda:
             ENV
         shell:
-            "{params.python} benchmarks/peers.py --out {output} > {log} 2>&1"
+            "{params.python:q} {params.script:q} --out {output:q} > {log:q} 2>&1"

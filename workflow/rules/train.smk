@@ -15,10 +15,12 @@ rule train:
         metrics=f"{WORK}/train/{{variant}}/L{{train_len}}/s{{seed}}/metrics.csv",
         compute_curve=f"{WORK}/train/{{variant}}/L{{train_len}}/s{{seed}}/compute_curve.csv",
     params:
-        cfg=lambda w: as_arg(train_cfg(w)),
+        cfg=lambda w: as_json(train_cfg(w)),
         state_dir=lambda w: f"{model_dir(w)}/state-{config_hash(train_cfg(w))}",
+        data_dir=lambda w, input: os.path.dirname(input.manifest),
+        out_dir=lambda w, output: os.path.dirname(output.checkpoint),
         launcher=TRAIN_LAUNCHER,
-        modules=as_arg(config["extra_modules"]),
+        modules=as_json(config["extra_modules"]),
         threads=config["training"]["threads"],
         script=f"{workflow.basedir}/workflow/scripts/train_model.py",
     threads: job_threads("train")  # torchrun's nproc x threads
@@ -29,7 +31,7 @@ rule train:
     conda:
         ENV
     shell:
-        "{params.launcher} {params.script} --cfg {params.cfg} --threads {params.threads}"
-        " --modules {params.modules}"
-        " --data-dir $(dirname {input.manifest}) --state-dir {params.state_dir}"
-        " --out-dir $(dirname {output.checkpoint}) > {log} 2>&1"
+        "{params.launcher:q} {params.script:q} --cfg {params.cfg:q} --threads {params.threads:q}"
+        " --modules {params.modules:q}"
+        " --data-dir {params.data_dir:q} --state-dir {params.state_dir:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
