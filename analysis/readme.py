@@ -26,6 +26,8 @@ COLUMNS = {
     "cache_rows_per_head": "key rows the decoding cache holds per head at that context",
     "flops_ratio": "the variant's attention FLOPs at seq_len over the recall benchmark's LongNet's",
     "lr": "learning rate the model was trained with (recall: chosen per variant by the validation sweep)",
+    "mean_accuracy": "the sweep run's validation accuracy averaged over the distances",
+    "chosen": "true for the learning rate the variant trains every seed with (highest mean_accuracy; ties: lower final_loss)",
     "split": "held-out split scored: validation (the learning-rate sweep) or test (reported)",
     "loss_se": "standard error of the model's mean test loss over its evaluation chunks",
     "train_len": "training sequence length (tokens)",

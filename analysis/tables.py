@@ -637,5 +637,6 @@ def build_tables(inputs: dict, variants, paper_len_scale: int = 1,
         "passkey": read["passkey"],
         "attention_graph": read["attention_graph"],
         "recall": recall_table,
+        "recall_lr": recall_lr(read["recall_lr"]),
         "model_size": sizes,
     }
