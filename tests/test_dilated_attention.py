@@ -243,3 +243,23 @@ def test_backward_twice_with_retained_graph(exact_grad):
     first = torch.autograd.grad(out.sum(), q, retain_graph=True)[0]
     second = torch.autograd.grad(out.sum(), q)[0]
     torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_the_reference_masks_before_a_shifted_exponent_and_stays_on_its_device():
+    """The oracle: a NaN or Inf in a future key never reaches an earlier query, scores far above
+    exp's float64 range (709) do not overflow, and every tensor it makes is on q's device (meta
+    tensors: a CPU tensor inside would raise)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 24, 4, 8, dtype=torch.float64) for _ in range(3))
+    segments, rates = [8, 16], [1, 2]
+    clean = reference_dilated_attention(q, k, v, segments, rates)
+    k_bad = k.clone()
+    k_bad[:, 20] = float("nan")
+    k_bad[:, 21] = float("inf")
+    leaked = reference_dilated_attention(q, k_bad, v, segments, rates)
+    torch.testing.assert_close(leaked[:, :20], clean[:, :20])
+    big = reference_dilated_attention(q * 60, k * 60, v, segments, rates)  # scores ~ 1e3
+    assert torch.isfinite(big).all()
+    torch.testing.assert_close(big, dilated_attention(q * 60, k * 60, v, segments, rates))
+    meta = [x.to("meta") for x in (q, k, v)]
+    assert reference_dilated_attention(*meta, segments, rates).device.type == "meta"
