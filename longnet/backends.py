@@ -219,7 +219,10 @@ class XFormers(Backend):
     max_batch = CUDA_MAX_GRID_BATCH
 
     def _supports(self, dtype, head_dim):
-        return dtype in (torch.float16, torch.bfloat16, torch.float32)
+        # xformers dispatches to an operator whose inputs it can align: fmha/flash.py checks
+        # check_lastdim_alignment_stride1(..., 8) and fmha/cutlass.py's minimum GEMM alignment on
+        # sm80+ is 8 for half types, 4 for float32; otherwise no operator (NotImplementedError)
+        return TorchEfficient._supports(self, dtype, head_dim)
 
     @staticmethod
     def _bias(causal):

@@ -258,6 +258,11 @@ def _xformers_inputs(query, key, value, attn_bias, p):
              "xformers fmha Inputs.validate_inputs")
     _require(attn_bias is None or isinstance(attn_bias, LowerTriangularMask),
              "the suite's stand-in models no bias or LowerTriangularMask only", "xformers fmha attn_bias")
+    align = 4 if query.dtype == torch.float32 else 8  # fmha/flash.py and fmha/cutlass.py (sm80+)
+    if query.shape[-1] % align or value.shape[-1] % align:
+        raise NotImplementedError(f"No operator found for `memory_efficient_attention_forward` with "
+                                  f"inputs: query {tuple(query.shape)} {query.dtype}: lastdim not "
+                                  f"aligned to {align} [stand-in for xformers fmha dispatch]")
     _efficient_checks(*(x.transpose(1, 2) for x in (query, key, value)))
     return isinstance(attn_bias, LowerTriangularMask)
 
