@@ -312,10 +312,11 @@ def _set_up(tc: TrainConfig, data_dir, out_dir: Path) -> _Run:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(tc.device, local_rank)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
+    if device.type == "cuda":  # before the process group: NCCL binds this rank to its device
         torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        cuda = device.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     main = rank == 0
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)

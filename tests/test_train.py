@@ -129,3 +129,33 @@ def test_ddp_on_cpu_matches_one_process(corpus, tmp_path):
                     str(tmp_path / "ddp")], check=True, env=env, capture_output=True, timeout=300)
     for a, b in zip(weights(tmp_path / "single").values(), weights(tmp_path / "ddp").values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_cuda_rank_sets_its_device_before_the_process_group_and_names_it(monkeypatch, tmp_path):
+    """NCCL binds a rank to the current device when the group is made: set_device first, and
+    device_id given (torch's documented eager init), so no rank ever lands on GPU 0 by default."""
+    import torch.distributed as dist
+
+    from longnet import train as train_module
+
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def init_process_group(backend, **kwargs):
+        calls.append(("init_process_group", backend, kwargs.get("device_id")))
+        raise Stop
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(train_module, "resolve_device", lambda device, local_rank: torch.device("cuda", local_rank))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", init_process_group)
+    tc = train_module.TrainConfig.from_dict(dict(seq_len=32, tokens_per_step=128, steps=1, device="cuda"))
+    with pytest.raises(Stop):
+        train_module._set_up(tc, tmp_path, tmp_path / "out")
+    assert calls == [("set_device", torch.device("cuda", 1)),
+                     ("init_process_group", "nccl", torch.device("cuda", 1))]
