@@ -175,3 +175,16 @@ def test_a_broken_site_file_or_a_cap_torchrun_exceeds_is_refused_at_load(tmp_pat
     assert run.returncode != 0
     assert "site_resources.max_threads=1, but a sequence_parallel job starts 2 threads" in run.stdout + run.stderr
     assert "InputFunctionException" not in run.stdout + run.stderr  # refused once, before planning
+
+
+def test_recall_jobs_are_sized_from_the_recall_model_and_get_a_gpu_on_cuda():
+    """paper.yaml's recall (20,000 steps of 32 x 32K tokens, a 768-wide model) is no small job:
+    it asks for a GPU on cuda and far more time than the default, which SMALL_JOB used to give."""
+    import yaml
+
+    paper = yaml.safe_load((REPO / "workflow" / "configs" / "paper.yaml").read_text())
+    base = checked()
+    small, big = cluster("recall", base), cluster("recall", paper, device="cuda")
+    assert big["gpu"] == 1 and small["gpu"] == 0
+    assert big["runtime"] > small["runtime"] and big["runtime"] > cluster("attention_graph", paper)["runtime"]
+    assert cluster("recall", checked({"recall.steps": 10 ** 6}))["runtime"] > small["runtime"]

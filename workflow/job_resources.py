@@ -21,6 +21,8 @@ measurements:
   SWEEP_THREADS on a cluster.
 - GPUs: only when the configuration's device is cuda: nproc for training, P for
   sequence_parallel, one for the other GPU jobs, none for CPU-only jobs.
+- recall (the recall benchmark's training jobs, rules recall and recall_lr): the recall model's
+  weights, optimizer and one batch's activations and logits; 6 x weights x tokens of its steps.
 - any other rule (attention_graph, and a rule added later that has no estimate here): SMALL_JOB,
   a one-core CPU job of 2 x BASE_MB for up to START_MIN + 10 minutes (before the margin). A new rule
   that needs more gets a branch in `estimate` (its name, what its job holds and does) and, in its
@@ -148,6 +150,20 @@ def estimate(rule: str, config, device: str, local: bool, world_size: int | None
         b = config["decode_benchmark"]
         return {"threads": b.get("threads") or alone, "mem_mb": BASE_MB + (b.get("max_cache_bytes") or 2 ** 30) / 2 ** 20,
                 "runtime": START_MIN + 30, "gpu": 0}
+    if rule == "recall":  # one small model trained on the recall task (rules recall, recall_lr)
+        r = config["recall"]
+        task = r["task"]
+        vocab = 1 + task["keys"] * task["values"] + task["keys"] + task["values"] + task["filler"]
+        m = {"d_ff": 4 * r["model"]["d_model"], "n_layer": 2, **r["model"]}
+        weights = m["n_layer"] * (4 * m["d_model"] ** 2 + 2 * m["d_model"] * m["d_ff"]) + vocab * m["d_model"]
+        tokens = r["batch"] * r["seq_len"]
+        steps = max(r["steps"], r.get("lr_sweep_steps") or 0)
+        evals = r.get("eval_sequences", 64) * r["seq_len"] * len(r["distances"])
+        flops = 6 * weights * tokens * steps + 2 * weights * evals
+        acts = tokens * m["n_layer"] * m["d_model"] * ACT_BYTES + tokens * vocab * 4 * 3
+        host = 2 * BASE_MB + 4 * weights / 2 ** 20 if cuda else BASE_MB + (16 * weights + acts) / 2 ** 20
+        return {"threads": threads, "mem_mb": host, "runtime": _minutes(flops, config, device),
+                "gpu": 1 if cuda else 0}
     if rule == "prepare_data":
         raw = config["data"].get("max_bytes") or 2 ** 30
         # token arrays, their concatenation and the bytes written: about 6 bytes per byte of text;
