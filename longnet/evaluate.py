@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from longnet.checkpoint import load_checkpoint
 from longnet.data import get_tokenizer, load_split
-from longnet.model import LanguageModel, ModelConfig
+from longnet.model import LanguageModel, ModelConfig, mixed_precision
 from longnet.provenance import provenance
 from longnet.variants import build, schedule_columns
 
@@ -96,7 +96,8 @@ def sequence_loss(model, tokens, seq_len: int, max_tokens: int, device="cpu",
     for b in range(0, len(starts), per_batch):
         idx = starts[b:b + per_batch, None] + np.arange(seq_len + 1)
         window = torch.from_numpy(tokens[idx].astype(np.int64)).to(device)
-        logits = model(window[:, :-1])
+        with mixed_precision(device):  # bf16 on CUDA, as trained; the loss below in float32
+            logits = model(window[:, :-1])
         targets = window[:, 1:]
         if score_last is not None:
             logits, targets = logits[:, -score_last:], targets[:, -score_last:]

@@ -44,6 +44,13 @@ SIZES = {
 }
 
 
+def mixed_precision(device):
+    """The LM's precision on a device: bf16 autocast on CUDA (the paper trains in mixed
+    precision; training, evaluation and recall all run under it), full fp32 on the CPU."""
+    cuda = torch.device(device).type == "cuda"
+    return torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda)
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = 256

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from longnet.model import mixed_precision
+
 
 @dataclass(frozen=True)
 class RecallTask:
@@ -107,7 +109,8 @@ class RecallTask:
 
 
 def recall_loss(model, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = model(tokens)
+    with mixed_precision(tokens.device):
+        logits = model(tokens)
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
@@ -150,7 +153,8 @@ def recall_accuracy(model, task: RecallTask, distance: int, n: int = 64, seed: i
     right = total = 0
     for tokens, targets in heldout(task, distance, n, seed, batch, split):
         tokens, targets = tokens.to(device), targets.to(device)
-        predicted = model(tokens).argmax(-1)
+        with mixed_precision(device):
+            predicted = model(tokens).argmax(-1)
         answers = targets != -100
         right += int((predicted[answers] == targets[answers]).sum())
         total += int(answers.sum())
@@ -176,7 +180,7 @@ def choose_lr(sweep) -> float:
 
 def train_recall(model, task: RecallTask, steps: int, batch: int, lr: float, warmup: int,
                  seed: int, max_distance: int | None = None, parts: int = 4,
-                 weight_decay: float = 0.1, log_every: int = 0) -> list[dict]:
+                 weight_decay: float = 0.1, log_every: int = 0, device="cpu") -> list[dict]:
     """Train `model` on the task; returns the loss curve [{step, loss, wall_s}].
 
     Each step's batch is `parts` groups of batch // parts sequences, each group at one distance
@@ -184,7 +188,8 @@ def train_recall(model, task: RecallTask, steps: int, batch: int, lr: float, war
     trained on and each evaluated distance is one the model has seen. AdamW (betas 0.9, 0.98),
     linear warm-up over `warmup` steps, then cosine decay to 0; gradients clipped to norm 1.
     `seed` sets the initialisation (the caller seeds torch before building the model) and here
-    the data order."""
+    the data order. device: where the batches go (the model's; bf16 autocast on CUDA); the
+    sequences are drawn on the CPU, so they are the same on every device."""
     if batch % parts:
         raise ValueError(f"recall batch={batch} is invalid; allowed: a multiple of parts={parts}")
     max_distance = max_distance or task.max_distance()
@@ -199,8 +204,8 @@ def train_recall(model, task: RecallTask, steps: int, batch: int, lr: float, war
             group["lr"] = lr * scale
         distances = torch.randint(1, max_distance + 1, (parts,), generator=generator).tolist()
         groups = [task.batch(batch // parts, d, generator) for d in distances]
-        tokens = torch.cat([t for t, _ in groups])
-        targets = torch.cat([t for _, t in groups])
+        tokens = torch.cat([t for t, _ in groups]).to(device)
+        targets = torch.cat([t for _, t in groups]).to(device)
         loss = recall_loss(model, tokens, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

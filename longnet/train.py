@@ -42,7 +42,7 @@ from longnet.checkpoint import (CheckpointError, load_checkpoint, remove_checkpo
 from longnet.data import SPLITS, load_split, read_manifest
 from longnet.evaluate import sequence_loss
 from longnet.io import write_rows
-from longnet.model import LanguageModel, ModelConfig
+from longnet.model import LanguageModel, ModelConfig, mixed_precision
 from longnet.timing import matmul_peak_flops
 
 METRICS_COLUMNS = ("step", "tokens", "loss", "lr", "tokens_per_s", "wall_s", "mfu")
@@ -341,8 +341,7 @@ def _set_up(tc: TrainConfig, data_dir, out_dir: Path) -> _Run:
     curve = _read_csv(out_dir / "compute_curve.csv", step) if main else []
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    autocast = mixed_precision(device)
     flops_per_token = model.training_flops_per_token(tc.seq_len)
     peak = tc.peak_flops or matmul_peak_flops(
         device, torch.bfloat16 if device.type == "cuda" else torch.float32)

@@ -94,3 +94,38 @@ def test_training_flops_per_token_counts_weights_and_attention():
     weights = 2 * (3 * d * d + d * d + 2 * d * f) + v * d
     attention = 2 * 4 * d * (n + 1) / 2 * 3.5  # layers * 4*H*D*pairs/n * (fwd + bwd)
     assert model.training_flops_per_token(n) == pytest.approx(6 * weights + attention)
+
+
+def test_mixed_precision_is_bf16_autocast_on_cuda_only_and_used_by_evaluation_and_recall(monkeypatch):
+    """Training, evaluation and recall share one precision rule (evaluation and recall ran fp32
+    without autocast on CUDA before)."""
+    from contextlib import nullcontext
+
+    import longnet.evaluate as evaluate
+    import longnet.recall as recall
+    from longnet.model import mixed_precision
+
+    import warnings
+    with warnings.catch_warnings():  # a CPU-only torch disables CUDA autocast, with a warning
+        warnings.simplefilter("ignore")
+        on_gpu = mixed_precision("cuda")
+    assert (on_gpu.device, on_gpu.fast_dtype) == ("cuda", torch.bfloat16)
+    assert mixed_precision("cpu")._enabled is False
+    seen = []
+
+    def spy(device):
+        seen.append(torch.device(device).type)
+        return nullcontext()
+
+    monkeypatch.setattr(evaluate, "mixed_precision", spy)
+    monkeypatch.setattr(recall, "mixed_precision", spy)
+    cfg = ModelConfig(vocab_size=32, n_layer=1, d_model=16, n_head=2, d_ff=32, max_seq_len=64)
+    model = LanguageModel(cfg)
+    tokens = torch.randint(0, 32, (200,)).numpy()
+    evaluate.sequence_loss(model, tokens, 16, 64)
+    task = recall.RecallTask(seq_len=16, pairs=2, keys=4, values=4, filler=4)
+    rmodel = LanguageModel(ModelConfig(vocab_size=task.vocab_size, n_layer=1, d_model=16, n_head=2,
+                                       d_ff=32, max_seq_len=16))
+    recall.recall_accuracy(rmodel, task, distance=3, n=4)
+    recall.train_recall(rmodel, task, steps=1, batch=4, lr=1e-3, warmup=0, seed=0)
+    assert seen.count("cpu") >= 3

@@ -103,7 +103,8 @@ RECALL_LRS = pipeline_config.recall_lrs(config) if config.get("recall") else []
 # what every recall-benchmark job (rules recall, recall_lr, recall_reach) is given
 RECALL_PARAMS = dict(recall=config.get("recall"),
                      spec=lambda w: RECALL_VARIANTS[w.recall_variant],
-                     eval_seed=config["seed"], modules=config["extra_modules"], lrs=RECALL_LRS)
+                     eval_seed=config["seed"], modules=config["extra_modules"], lrs=RECALL_LRS,
+                     device=DEVICE)
 
 
 def recall_paths():

@@ -10,6 +10,7 @@ Two rules run it:
   split. The two splits are different sequences (longnet.recall.split_generator)."""
 import json
 import sys
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -23,6 +24,8 @@ from longnet.recall import RecallTask, choose_lr, recall_accuracy, train_recall
 from longnet.variants import schedule_columns
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake global)
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 (workflow/)
+from pipeline_config import require_device  # noqa: E402
 params, wildcards = snakemake.params, snakemake.wildcards  # noqa: F821
 load_modules(params.modules)
 torch.set_num_threads(snakemake.threads)  # noqa: F821
@@ -41,10 +44,11 @@ torch.manual_seed(seed)  # initialisation; train_recall seeds the data order
 model_cfg = ModelConfig(vocab_size=task.vocab_size, attention=spec["name"],
                         attention_params=spec["params"], max_seq_len=task.seq_len,
                         **recall["model"])
-model = LanguageModel(model_cfg)
+require_device(params.device)  # a cluster or dry run left this check to the job
+model = LanguageModel(model_cfg).to(params.device)
 curve = train_recall(model, task, steps=steps, batch=recall["batch"], lr=lr,
                      warmup=min(recall["warmup"], steps), seed=seed,
-                     log_every=max(1, steps // 10))
+                     log_every=max(1, steps // 10), device=params.device)
 train_s = curve[-1]["wall_s"]
 graph = path_lengths(spec["name"], spec["params"], seq_len=task.seq_len, heads=model_cfg.n_head)
 layers = dict(zip(graph["distance"], graph["layers"]))
@@ -54,7 +58,7 @@ rows = []
 for distance in recall["distances"]:
     # the same held-out sequences for every variant and seed (paired comparisons)
     accuracy = recall_accuracy(model, task, distance, n=recall["eval_sequences"],
-                               seed=params.eval_seed, split=split)
+                               seed=params.eval_seed, split=split, device=params.device)
     rows.append(dict(variant=spec["id"], name=spec["name"],
                      params=json.dumps(spec["params"], sort_keys=True), distance=distance,
                      seq_len=task.seq_len, split=split, accuracy=accuracy, chance=1 / task.values,
