@@ -273,6 +273,7 @@ SPARSE_RECALL = ("sparse_fixed", "sparse_strided", "longformer")  # the FLOP-mat
 CLAIM_SPARSE = "longnet beats sparse_fixed at equal lengths"
 CLAIM_VANILLA = "longnet beats vanilla beyond vanilla's training length"
 CLAIM_LONGER = "longer training length helps longnet at the longest evaluation"
+CLAIM_DENSE = "longnet beats dense attention trained at the same length (with less compute)"
 CLAIM_DEGRADES = "sparse_fixed degrades beyond its training length more than longnet"
 CLAIM_RECALL = "longnet recalls beyond its smallest segment better than {}"
 CLAIM_SIZE = "{} loss falls with model size"
@@ -299,9 +300,14 @@ def claims(table: pd.DataFrame, variants, recall: pd.DataFrame | None = None,
     (a) CLAIM_SPARSE: LongNet vs sparse_fixed at their longest common training length, per-seed
         loss averaged over the evaluation lengths both have there (eval_len "mean").
         Exploratory: every (training length, evaluation length) cell.
-    (b) CLAIM_VANILLA: LongNet at its longest training length vs vanilla at its longest, per-seed
+    (b) CLAIM_VANILLA: LongNet at its longest training length vs vanilla at its shortest, per-seed
         loss averaged over the evaluation lengths > vanilla's training length (eval_len
         "mean>M"). Exploratory: each LongNet training length and evaluation length > M.
+    (g) CLAIM_DENSE (the dense control, Figure 6's compute claim): LongNet vs vanilla trained at
+        the same length (the longest both have, beyond vanilla's shortest) on the same tokens,
+        per-seed loss averaged over the evaluation lengths up to it: LongNet spends fewer
+        attention FLOPs per token, so a loss no worse is less compute for that loss. Exploratory:
+        each common length and evaluation length.
     (c) CLAIM_LONGER: LongNet at its longest vs its shortest training length, loss at the
         longest evaluation length. Exploratory: every other pair of lengths, every eval length.
     (d) CLAIM_DEGRADES: the difference in differences (loss at the longest evaluation length E
@@ -439,13 +445,25 @@ def claims(table: pd.DataFrame, variants, recall: pd.DataFrame | None = None,
                 for n in ln_lens:
                     beyond = sorted(e for e in set(lens(ln, "eval_len")) & set(lens(va, "eval_len"))
                                     if e > m and (ln, n, e) in cells and (va, m, e) in cells)
-                    if n == ln_lens[-1] and m == va_lens[-1] and beyond:
+                    if n == ln_lens[-1] and m == va_lens[0] and beyond:
                         loss_add(CLAIM_VANILLA, True, (ln, n), (va, m), beyond, f"mean>{m}",
                                  f"loss, mean over eval lengths > {m}: "
                                  + "/".join(map(str, beyond)))
                     for e in beyond:
                         loss_add(CLAIM_VANILLA, False, (ln, n), (va, m), [e], e,
                                  f"loss at eval {e}")
+            common = sorted(set(ln_lens) & set(va_lens))
+            for n in common:  # (g) the dense control: equal length and tokens, less compute
+                evals = sorted(set(seeds.loc[(seeds["variant"] == ln) & (seeds["train_len"] == n),
+                                             "eval_len"])
+                               & set(seeds.loc[(seeds["variant"] == va) & (seeds["train_len"] == n),
+                                               "eval_len"]))
+                evals = [e for e in evals if e <= n]  # within both models' training length
+                if n == common[-1] and n > va_lens[0] and evals:
+                    loss_add(CLAIM_DENSE, True, (ln, n), (va, n), evals, "mean",
+                             "loss, mean over eval lengths " + "/".join(map(str, evals)))
+                for e in evals:
+                    loss_add(CLAIM_DENSE, False, (ln, n), (va, n), [e], e, f"loss at eval {e}")
         if len(ln_lens) > 1:  # (c)
             evals = lens(ln, "eval_len")
             for i, short in enumerate(ln_lens):

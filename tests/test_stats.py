@@ -432,3 +432,22 @@ def test_claims_read_the_paper_protocol_rows_and_table2_keeps_both():
     # the native rows are 1 nat worse: read by mistake, the differences would move by 1 nat
     at_2048 = vs_vanilla[vs_vanilla["eval_len"].astype(str) == "2048"]
     assert len(at_2048) == 1 and abs(at_2048["mean_diff"].iloc[0] - 0.4933) < 0.01
+
+
+def test_the_dense_control_is_a_primary_claim_and_vanilla_beyond_length_uses_its_shortest():
+    """cpu_full trains vanilla at 128 (the paper's 2K Transformer) and at LongNet's 2048 (the
+    dense control): claim (b) stays against vanilla at 128, and (g) compares LongNet and vanilla
+    at 2048 (same length, same tokens: paired by seed)."""
+    cells = {}
+    for e in (128, 512, 2048):
+        cells[("longnet", 2048, e)] = [3.0, 3.01, 3.02]
+        cells[("vanilla", 2048, e)] = [3.05, 3.07, 3.06]
+        cells[("vanilla", 128, e)] = [3.2, 3.22, 3.21]
+    table = table2(seeded_perplexity(cells, [0, 1, 2]), VARIANTS, 16)
+    found = claims(table, VARIANTS)
+    primary = found[found["primary"]].set_index("claim")
+    dense = primary.loc["longnet beats dense attention trained at the same length (with less compute)"]
+    assert (dense["worse"], dense["train_len_worse"], dense["test"]) == ("vanilla", 2048, "paired_t")
+    assert dense["mean_diff"] == pytest.approx(0.05, abs=1e-9)
+    beyond = primary.loc["longnet beats vanilla beyond vanilla's training length"]
+    assert beyond["train_len_worse"] == 128 and beyond["test"] == "welch"
