@@ -259,7 +259,10 @@ def sweep(variants: list[dict], seq_lens, modes=MODES, dtype: str = "float32",
     rows = []
     for spec in variants:
         name, params = spec["name"], dict(spec.get("params") or {})
-        attn = build_variant(name, heads, params)  # its schedule at each length, for the rows
+        try:  # its schedule at each length, for the rows; a cell records a variant that fails
+            attn = build_variant(name, heads, params)
+        except Exception:  # noqa: BLE001 - the child cell records why
+            attn = None
         for mode in modes:
             failed = None
             for n in sorted(seq_lens):

@@ -134,7 +134,7 @@ def test_multihead_layer_cached_generation_equals_full_forward():
     layer = MultiheadDilatedAttention(32, 4, [4, 8, 16], [1, 3, 4], max_len=64).double()
     x = torch.randn(2, 37, 32, dtype=torch.float64)
     full = layer(x)
-    cache = layer.new_cache(2)
+    cache = layer.new_cache(2, max_len=37)  # the schedule the forward over 37 tokens runs
     steps = [layer(x[:, :6], cache=cache)] + [layer(x[:, i:i + 1], cache=cache) for i in range(6, 37)]
     torch.testing.assert_close(torch.cat(steps, 1), full)
 
