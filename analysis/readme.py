@@ -29,7 +29,7 @@ COLUMNS = {
     "mean_accuracy": "the sweep run's validation accuracy averaged over the distances",
     "chosen": "true for the learning rate the variant trains every seed with (highest mean_accuracy; ties: lower final_loss)",
     "split": "held-out split scored: validation (the learning-rate sweep) or test (reported)",
-    "loss_se": "standard error of the model's mean test loss over its evaluation chunks",
+    "chunk_losses": "the mean test loss of each evaluation chunk (JSON; the same chunks for every model): the claims measure the test noise of a difference from them",
     "train_len": "training sequence length (tokens)",
     "eval_len": "evaluation sequence length (tokens)",
     "seq_len": "sequence length N (tokens)",

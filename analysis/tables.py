@@ -285,6 +285,13 @@ def _geomean(values) -> float:
     return float(np.exp(np.log(v).mean())) if len(v) and np.isfinite(v).all() else math.nan
 
 
+def chunk_diff_var(better_chunks, worse_chunks) -> float:
+    """The test-set variance of a difference of two mean losses scored on the same chunks:
+    var over chunks of the per-chunk differences / chunks (the chunks are the sampling unit)."""
+    d = np.asarray(worse_chunks, dtype=float) - np.asarray(better_chunks, dtype=float)
+    return float(d.var(ddof=1) / len(d)) if len(d) > 1 else 0.0
+
+
 def claims(table: pd.DataFrame, variants, recall: pd.DataFrame | None = None,
            sizes: pd.DataFrame | None = None, eval_noise: bool = True) -> pd.DataFrame:
     """The paper's claims, one pre-registered PRIMARY test each (docs/study_design.md,
@@ -333,7 +340,10 @@ def claims(table: pd.DataFrame, variants, recall: pd.DataFrame | None = None,
     paper_worse (the paper's perplexities of the two cells; geometric mean over averaged
     lengths; empty where it has none).
 
-    Test-set noise: each row's `loss_se` (Table 2; absent: 0) enters as a known variance,
+    Test-set noise, measured: where both cells' rows carry `chunk_losses` (every model is scored
+    on the same test chunks), the noise of a difference is the variance over chunks of the
+    per-chunk differences / chunks (chunk_diff_var), per seed, averaged over the seeds. Without
+    them, the bound: each row's `loss_se` (Table 2; absent: 0) enters as a known variance,
     bounded assuming non-negatively correlated chunk losses: an average over evaluation lengths
     of one model (the same chunks) has se <= the mean of its se's; a difference of two values
     has variance <= the sum of theirs; the bound is shared by all seeds (analysis.stats).
@@ -367,8 +377,13 @@ def claims(table: pd.DataFrame, variants, recall: pd.DataFrame | None = None,
         se = (np.mean([g.loc[common, "loss_se"].fillna(0).to_numpy(float) for g in got], axis=0)
               if has_se else np.zeros(len(common)))
         tps = got[0]["tokens_per_step"].iloc[0] if "tokens_per_step" in got[0] else None
+        chunks = None  # seed -> per-chunk losses averaged over evals (the same chunks every model)
+        if has_se and all("chunk_losses" in g and g.loc[common, "chunk_losses"].notna().all()
+                          for g in got):
+            chunks = {s: np.mean([json.loads(g.loc[s, "chunk_losses"]) for g in got], axis=0)
+                      for s in common}
         return dict(values=pd.Series(value, index=common),
-                    eval_var=pd.Series(se * se, index=common),
+                    eval_var=pd.Series(se * se, index=common), chunks=chunks,
                     paper=_geomean(g["paper_perplexity"].iloc[0] if "paper_perplexity" in g
                                    else math.nan for g in got), tokens_per_step=tps)
 
@@ -384,8 +399,13 @@ def claims(table: pd.DataFrame, variants, recall: pd.DataFrame | None = None,
             pick = (lambda d, c: d[c].loc[common])
         else:
             pick = (lambda d, c: d[c])
-        result = st.one_sided(pick(b, "values"), pick(w, "values"), test,
-                              pick(b, "eval_var"), pick(w, "eval_var"))
+        b_var, w_var = pick(b, "eval_var"), pick(w, "eval_var")
+        shared = sorted(set(b.get("chunks") or {}) & set(w.get("chunks") or {}))
+        if shared:  # both scored on the same chunks: the noise of the difference, measured
+            b_var = pd.Series([chunk_diff_var(b["chunks"][s], w["chunks"][s]) for s in shared],
+                              index=shared).mean()
+            w_var = 0.0
+        result = st.one_sided(pick(b, "values"), pick(w, "values"), test, b_var, w_var)
         needed = math.nan
         if primary:
             sd = result["seed_sd"] if test != st.WELCH else result["sd_better"]
@@ -432,7 +452,10 @@ def claims(table: pd.DataFrame, variants, recall: pd.DataFrame | None = None,
                         if None in (b, w, b0, w0):
                             continue
                         deg = [dict(values=x["values"] - x0["values"],
-                                    eval_var=x["eval_var"] + x0["eval_var"])
+                                    eval_var=x["eval_var"] + x0["eval_var"],
+                                    chunks={s: x["chunks"][s] - x0["chunks"][s]
+                                            for s in x["chunks"]} if x["chunks"] and x0["chunks"]
+                                    else None)
                                for x, x0 in ((b, b0), (w, w0))]
                         add(CLAIM_DEGRADES, n == starts[0] and e == top,
                             f"loss at eval {e} minus loss at eval {n}, sparse_fixed's minus "

@@ -128,8 +128,10 @@ def perplexity(checkpoint, data_dir, eval_lens, max_tokens: int = 65536, split: 
     max(eval_lens) tokens spread evenly over the split, each tiled by windows of the length (a
     length that does not divide the longest leaves the chunk's tail unscored). The loss is the
     mean over every position of every window; loss_se its standard error over the chunks (the
-    sd of the chunks' mean losses / sqrt(chunks): the test set's sampling noise).
-    Columns: variant, params, train_len, eval_len, eval_attention, loss, loss_se, perplexity,
+    sd of the chunks' mean losses / sqrt(chunks): the test set's sampling noise); chunk_losses
+    the chunks' mean losses (JSON), the same chunks for every model, so a comparison of two
+    models measures the noise of their difference (analysis.tables.claims).
+    Columns: variant, params, train_len, eval_len, eval_attention, loss, loss_se, chunk_losses, perplexity,
     tokens_evaluated, tokens_seen, seed, split, schedule, widest_segment, + provenance.
     """
     model, state = load_model(checkpoint, device)
@@ -149,7 +151,8 @@ def perplexity(checkpoint, data_dir, eval_lens, max_tokens: int = 65536, split: 
             per_chunk = np.asarray(windows).reshape(len(chunks), -1).mean(1)
             se = per_chunk.std(ddof=1) / math.sqrt(len(chunks)) if len(chunks) > 1 else math.nan
             rows.append(dict(_model_columns(state), eval_len=L, eval_attention=attention,
-                             loss=loss, loss_se=se, perplexity=math.exp(loss),
+                             loss=loss, loss_se=se, chunk_losses=json.dumps(per_chunk.tolist()),
+                             perplexity=math.exp(loss),
                              tokens_evaluated=n, split=split, **_attention_columns(model, L),
                              **prov))
     return pd.DataFrame(rows)

@@ -451,3 +451,28 @@ def test_the_dense_control_is_a_primary_claim_and_vanilla_beyond_length_uses_its
     assert dense["mean_diff"] == pytest.approx(0.05, abs=1e-9)
     beyond = primary.loc["longnet beats vanilla beyond vanilla's training length"]
     assert beyond["train_len_worse"] == 128 and beyond["test"] == "welch"
+
+
+def test_claims_measure_the_test_noise_of_a_difference_on_the_shared_chunks():
+    """Both models are scored on the same chunks: a chunk that is hard is hard for both, so the
+    noise of their difference is the spread of the per-chunk differences, far below the sum of
+    the two models' own noise (the bound used when the chunks are not recorded)."""
+    import json
+
+    rng = np.random.default_rng(0)
+    hardness = rng.normal(0, 0.3, 16)  # the chunks' own difficulty, shared by every model
+    rows = []
+    for variant, offset in (("longnet", 0.0), ("sparse_fixed", 0.03)):
+        for seed in range(3):
+            for e in (128, 512):
+                chunks = 3.0 + offset + hardness + rng.normal(0, 0.005, 16) + 0.002 * seed
+                rows.append(dict(variant=variant, train_len=2048, eval_len=e, seed=seed,
+                                 loss=chunks.mean(), perplexity=math.exp(chunks.mean()),
+                                 eval_attention="native", chunk_losses=json.dumps(chunks.tolist()),
+                                 loss_se=chunks.std(ddof=1) / 4))
+    table = table2(pd.DataFrame(rows), VARIANTS, 16)
+    measured = claims(table, VARIANTS)
+    bounded = claims(table.drop(columns=["chunk_losses"]), VARIANTS)
+    pick = lambda c: c[c["primary"]].iloc[0]  # noqa: E731
+    assert pick(measured)["eval_se"] < 0.01 and pick(bounded)["eval_se"] > 0.05
+    assert pick(measured)["verdict"] == "holds" and pick(bounded)["verdict"] == "cannot tell"
