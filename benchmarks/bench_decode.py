@@ -69,12 +69,6 @@ def filled_cache(attn, head_dim: int, context_len: int, max_cache_bytes: int | N
     return cache
 
 
-def cache_rows_per_head(cache, dims: dict) -> float:
-    """Key rows the cache holds per head and batch element: its bytes over (keys and values) x
-    heads x head_dim x bytes per element (fp32)."""
-    return cache.nbytes / (2 * dims["heads"] * dims["head_dim"] * 4)
-
-
 def time_step(cache, heads: int, head_dim: int, repeats: int, warmup: int) -> tuple[float, float]:
     """(median, minimum) milliseconds of one decode step (append + attend of one new token); on a
     shared machine the minimum is the steadier estimate of the step's own cost."""
@@ -108,7 +102,7 @@ def layer_cells(variants, shapes, context_lens, repeats: int = 5, warmup: int = 
                 else:
                     median, least = time_step(cache, dims["heads"], dims["head_dim"], repeats, warmup)
                     row.update(ms_per_token=median, ms_per_token_min=least, cache_bytes=cache.nbytes,
-                               cache_rows_per_head=cache_rows_per_head(cache, dims), status="ok")
+                               cache_rows_per_head=cache.rows_per_head, status="ok")
                 del cache
                 rows.append(row)
                 if progress:
@@ -178,16 +172,16 @@ def summary(cells: pd.DataFrame) -> str:
         per = {v: r.set_index("context_len") for v, r in rows.groupby("variant")}
         if "longnet" not in per:
             continue
-        longnet = tail = per["longnet"]
-        if len(tail) > 1:
-            first, last = tail.index[0], tail.index[-1]
+        longnet = per["longnet"]
+        if len(longnet) > 1:
+            first, last = longnet.index[0], longnet.index[-1]
             lines.append(
-                f"{shape}: longnet ({tail['schedule'].iloc[-1]} schedule, widest segment "
-                f"{tail['widest_segment'].iloc[-1]:.0f} at {last}) ms/token "
-                f"{tail['ms_per_token'].iloc[0]:.3f} at {first} -> {tail['ms_per_token'].iloc[-1]:.3f} "
-                f"at {last}; cache {tail['cache_rows_per_head'].iloc[0]:.0f} -> "
-                f"{tail['cache_rows_per_head'].iloc[-1]:.0f} rows per head "
-                f"(+{cache_growth(tail.reset_index()):.0f} per doubling of the context)")
+                f"{shape}: longnet ({longnet['schedule'].iloc[-1]} schedule, widest segment "
+                f"{longnet['widest_segment'].iloc[-1]:.0f} at {last}) ms/token "
+                f"{longnet['ms_per_token'].iloc[0]:.3f} at {first} -> {longnet['ms_per_token'].iloc[-1]:.3f} "
+                f"at {last}; cache {longnet['cache_rows_per_head'].iloc[0]:.0f} -> "
+                f"{longnet['cache_rows_per_head'].iloc[-1]:.0f} rows per head "
+                f"(+{cache_growth(longnet.reset_index()):.0f} per doubling of the context)")
         for name, other in per.items():
             if name == "longnet" or len(other) < 2:
                 continue

@@ -142,9 +142,9 @@ def perplexity(checkpoint, data_dir, eval_lens, max_tokens: int = 65536, split: 
     chunks = spread_starts(len(tokens), longest, max(1, max_tokens // longest))
     rows = []
     for L in eval_lens:
+        starts = (chunks[:, None] + np.arange(longest // L) * L).ravel()
         for attention in eval_attentions(state["train_config"]["seq_len"], L):
             _use_attention(model, state, attention)
-            starts = (chunks[:, None] + np.arange(longest // L) * L).ravel()
             windows = []
             loss, n = sequence_loss(model, tokens, L, max_tokens, device, batch_tokens,
                                     starts=starts, per_window=windows)

@@ -92,6 +92,11 @@ class RowCache:
         self.length = 0
 
     @property
+    def rows_per_head(self) -> int:
+        """Rows in use (the buffers may hold up to 1.25 times as many, plus 16)."""
+        return self.count
+
+    @property
     def nbytes(self) -> int:
         return sum(x.numel() * x.element_size() for x in (self.keys, self.values, self.positions))
 

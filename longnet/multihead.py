@@ -97,9 +97,7 @@ class MultiheadDilatedAttention(MultiheadAttention):
                  backend: str = "auto", exact_grad: bool = True, extend: bool = True):
         from .variants import LongNet
 
-        validate_options(causal, exact_grad=exact_grad, backend=backend)
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(f"num_heads={num_heads!r} is invalid; allowed: an int >= 1")
+        validate_options(causal)  # the variant checks num_heads, the schedule and its options
         attend = LongNet(num_heads, list(segment_lengths), list(dilation_rates), extend=extend,
                          exact_grad=exact_grad, backend=backend)
         schedule = attend.schedule
