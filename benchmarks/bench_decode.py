@@ -175,13 +175,15 @@ def summary(cells: pd.DataFrame) -> str:
         longnet = per["longnet"]
         if len(longnet) > 1:
             first, last = longnet.index[0], longnet.index[-1]
+            extended = longnet[longnet["widest_segment"] == longnet.index]  # schedule grown to N
             lines.append(
                 f"{shape}: longnet ({longnet['schedule'].iloc[-1]} schedule, widest segment "
                 f"{longnet['widest_segment'].iloc[-1]:.0f} at {last}) ms/token "
                 f"{longnet['ms_per_token'].iloc[0]:.3f} at {first} -> {longnet['ms_per_token'].iloc[-1]:.3f} "
                 f"at {last}; cache {longnet['cache_rows_per_head'].iloc[0]:.0f} -> "
                 f"{longnet['cache_rows_per_head'].iloc[-1]:.0f} rows per head "
-                f"(+{cache_growth(longnet.reset_index()):.0f} per doubling of the context)")
+                f"(+{cache_growth(extended.reset_index()):.0f} per doubling of the context past "
+                f"the base schedule)")
         for name, other in per.items():
             if name == "longnet" or len(other) < 2:
                 continue
