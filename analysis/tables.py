@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import math
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -58,8 +59,18 @@ class InputError(ValueError):
     """A per-job CSV that is not what the configuration says it must hold."""
 
     def __init__(self, path, problem: str):
-        super().__init__(f"{path}: {problem} (delete it and rerun, so the job that writes it "
-                         "runs again)")
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+
+    def set_aside(self) -> str:
+        """Move the refused file aside (to NAME.refused, kept for a look) and say so: the
+        pipeline rebuilds a missing input on its next run (workflow/rules/analysis.smk)."""
+        if not self.path.is_file():
+            return str(self)
+        aside = self.path.with_name(self.path.name + ".refused")
+        os.replace(self.path, aside)
+        return (f"{self}; moved aside to {aside}: run the same command again and the job that "
+                "writes it runs again")
 
 
 # Per input kind: the columns every row must fill with a finite number ("profile" rows fill
@@ -84,7 +95,7 @@ def read_checked(path, kind: str, expect: dict | None = None) -> pd.DataFrame:
     """One per-job CSV, refused (InputError naming the file) unless it is whole: a final newline,
     every row as many fields as the header, at least one row, the columns of NUMERIC[kind]
     present and finite, and the rows `expect` asks for (column -> values that must all occur,
-    or a single value every row must have)."""
+    or a single value every row must have, or {"exactly": values}: each once and no other)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -115,7 +126,15 @@ def read_checked(path, kind: str, expect: dict | None = None) -> pd.DataFrame:
             raise InputError(path, f"column {column} has a value that is not a finite number "
                              f"in row(s) {list(np.flatnonzero(~np.isfinite(values)) + 2)}")
     for column, wanted in (expect or {}).items():
-        if isinstance(wanted, (list, tuple, set)):
+        if isinstance(wanted, dict):  # {"exactly": values}: each once, no other
+            got = pd.to_numeric(df[column], errors="coerce").tolist()
+            if sorted(got) != sorted(wanted["exactly"]):
+                dropped = sorted(set(wanted["exactly"]) - set(got))
+                repeated = sorted({v for v in got if got.count(v) > 1})
+                other = sorted(set(got) - set(wanted["exactly"]))
+                raise InputError(path, f"{column} must be each of {wanted['exactly']} once: "
+                                 f"missing {dropped}, repeated {repeated}, unexpected {other}")
+        elif isinstance(wanted, (list, tuple, set)):
             absent = sorted(set(wanted) - set(df[column]))
             if absent:
                 raise InputError(path, f"no rows for {column} = {absent} (the configuration "

@@ -275,13 +275,36 @@ def read_manifest(data_dir) -> dict:
     return json.loads(path.read_text())
 
 
+def corpus_identity(manifest: dict) -> dict:
+    """What a model trained on a corpus depends on: its tokenizer, vocabulary and the sha256 of
+    every split's tokens. Two manifests with the same identity hold the same tokens."""
+    return {"tokenizer": manifest["tokenizer"], "vocab_size": manifest["vocab_size"],
+            "splits": {s: manifest["splits"][s]["sha256"] for s in SPLITS}}
+
+
+def check_same_corpus(recorded: dict, data_dir, what: str) -> None:
+    """Refuse (ValueError naming both) when `what` (a checkpoint, say) records a corpus other than
+    the one in data_dir: a model trained on one corpus is never scored on, or resumed with,
+    another."""
+    if corpus_identity(recorded) != corpus_identity(read_manifest(data_dir)):
+        raise ValueError(f"{what} was trained on another corpus than {data_dir} holds (its "
+                         "manifest's tokenizer, vocabulary or split sha256 differ): train it "
+                         "again on this corpus")
+
+
 def load_split(data_dir, split="train") -> np.memmap:
-    """The packed tokens of one split, memory-mapped read-only."""
+    """The packed tokens of one split, memory-mapped read-only; a file whose size is not the
+    manifest's token count (cut, or from another corpus) is refused, naming it."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not known; allowed: {', '.join(SPLITS)}")
     manifest = read_manifest(data_dir)
     n = manifest["splits"][split]["tokens"]
     if n == 0:
         raise ValueError(f"split {split!r} of {data_dir} is empty; use a larger corpus")
-    return np.memmap(Path(data_dir) / f"{split}.bin", dtype=np.dtype(manifest["dtype"]).newbyteorder("<"),
-                     mode="r", shape=(n,))
+    path, dtype = Path(data_dir) / f"{split}.bin", np.dtype(manifest["dtype"]).newbyteorder("<")
+    size = path.stat().st_size if path.exists() else None
+    if size != n * dtype.itemsize:
+        raise ValueError(f"{path}: {size} bytes where its manifest records {n} tokens of "
+                         f"{dtype.itemsize} bytes ({n * dtype.itemsize}): the corpus is damaged; "
+                         "delete the data directory and rerun to tokenize it again")
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n,))

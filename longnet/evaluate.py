@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from longnet.checkpoint import load_checkpoint
-from longnet.data import get_tokenizer, load_split
+from longnet.data import check_same_corpus, get_tokenizer, load_split
 from longnet.model import LanguageModel, ModelConfig, mixed_precision
 from longnet.provenance import provenance
 from longnet.variants import build, schedule_columns
@@ -32,9 +32,13 @@ from longnet.variants import build, schedule_columns
 EVAL_ATTENTIONS = ("native", "blockwise_causal")
 
 
-def load_model(checkpoint, device="cpu"):
-    """The model of a checkpoint written by longnet.train, in eval mode, and the checkpoint dict."""
+def load_model(checkpoint, device="cpu", data_dir=None):
+    """The model of a checkpoint written by longnet.train, in eval mode, and the checkpoint dict.
+    data_dir: the corpus it is about to be scored on, refused unless it is the one the model was
+    trained on (longnet.data.check_same_corpus)."""
     state = load_checkpoint(checkpoint, map_location=device)  # verified: names a damaged file
+    if data_dir is not None:
+        check_same_corpus(state["manifest"], data_dir, str(checkpoint))
     model = LanguageModel(ModelConfig(**state["model_config"])).to(device)
     model.load_state_dict(state["model"])
     model.eval()
@@ -134,7 +138,7 @@ def perplexity(checkpoint, data_dir, eval_lens, max_tokens: int = 65536, split: 
     Columns: variant, params, train_len, eval_len, eval_attention, loss, loss_se, chunk_losses, perplexity,
     tokens_evaluated, tokens_seen, seed, split, schedule, widest_segment, + provenance.
     """
-    model, state = load_model(checkpoint, device)
+    model, state = load_model(checkpoint, device, data_dir)
     tokens = load_split(data_dir, split)
     prov = _provenance(state, kind="perplexity", eval_lens=list(eval_lens), max_tokens=max_tokens,
                        split=split)
@@ -180,7 +184,7 @@ def context_window(checkpoint, data_dir, prompt_lens, n_final: int = 128, n_wind
     eval_attention, loss, perplexity, tokens_evaluated, tokens_seen, seed, split, schedule,
     widest_segment, + provenance.
     """
-    model, state = load_model(checkpoint, device)
+    model, state = load_model(checkpoint, device, data_dir)
     tokens = load_split(data_dir, split)
     longest = max(prompt_lens) + n_final
     if longest + 1 > len(tokens):

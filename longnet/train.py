@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from longnet.checkpoint import (CheckpointError, load_checkpoint, remove_checkpoint,
                                save_checkpoint, sidecar_path)
-from longnet.data import SPLITS, load_split, read_manifest
+from longnet.data import SPLITS, corpus_identity, load_split, read_manifest
 from longnet.evaluate import sequence_loss
 from longnet.io import write_rows
 from longnet.model import LanguageModel, ModelConfig, mixed_precision
@@ -173,18 +173,24 @@ def _read_csv(path: Path, up_to_step: int) -> list[dict]:
         return [row for row in csv.DictReader(f) if int(row["step"]) <= up_to_step]
 
 
-def _resume_state(paths, device, main: bool) -> dict | None:
-    """The first of `paths` (newest first) that reads back intact; damaged ones are reported and
-    (by rank 0) removed, so a rerun falls back to the one before, or starts afresh."""
+def _resume_state(paths, device, main: bool, same_run=lambda state: True) -> dict | None:
+    """The first of `paths` (newest first) that reads back intact and is `same_run`; damaged ones
+    and ones from another run (another configuration or corpus) are reported and (by rank 0)
+    removed, so a rerun falls back to the one before, or starts afresh."""
     for path in paths:
         if not path.exists():
             continue
         try:
-            return load_checkpoint(path, map_location=device)
+            state = load_checkpoint(path, map_location=device)
         except CheckpointError as error:
             print(f"warning: {error}; falling back to an older checkpoint", flush=True)
-            if main:
-                remove_checkpoint(path)
+        else:
+            if same_run(state):
+                return state
+            print(f"warning: {path} is from another configuration or corpus; not resuming "
+                  "from it", flush=True)
+        if main:
+            remove_checkpoint(path)
     return None
 
 
@@ -279,18 +285,36 @@ class _Run:
         write_rows(self.out_dir / "compute_curve.csv", CURVE_COLUMNS, self.curve)
 
 
-def _finished(tc: TrainConfig, out_dir: Path) -> bool:
-    """Whether out_dir/checkpoint.pt already holds the finished run; a damaged one is removed (by
-    rank 0) so the run is trained again, from the last good checkpoint if any."""
+def _same_run(state: dict, tc: TrainConfig, manifest: dict) -> bool:
+    """Whether a checkpoint comes from this run: the same training configuration (progress bars
+    aside) on the same corpus (longnet.data.corpus_identity)."""
+    def settings(cfg: dict) -> dict:
+        return {k: v for k, v in cfg.items() if k != "progress"}
+
+    recorded = state.get("manifest")
+    return (recorded is not None and corpus_identity(recorded) == corpus_identity(manifest)
+            and settings(asdict(TrainConfig.from_dict(dict(state.get("train_config", {}))))
+                         ) == settings(asdict(tc)))
+
+
+def _finished(tc: TrainConfig, out_dir: Path, manifest: dict) -> bool:
+    """Whether out_dir/checkpoint.pt already holds the finished run, trained with this
+    configuration on this corpus; a damaged one is removed (by rank 0) so the run is trained
+    again, from the last good checkpoint if any, and one from another run is trained over."""
     final_path = out_dir / "checkpoint.pt"
     if final_path.exists():
         try:
-            if load_checkpoint(final_path)["step"] >= tc.steps:
-                return True
+            state = load_checkpoint(final_path)
         except CheckpointError as error:
             print(f"warning: {error}; removing it and training again", flush=True)
             if int(os.environ.get("RANK", "0")) == 0:
                 remove_checkpoint(final_path)
+            return False
+        if not _same_run(state, tc, manifest):
+            print(f"warning: {final_path} was trained with another configuration or corpus; "
+                  "training again", flush=True)
+            return False
+        return state["step"] >= tc.steps
     return False
 
 
@@ -332,13 +356,16 @@ def _set_up(tc: TrainConfig, data_dir, out_dir: Path) -> _Run:
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, eps=tc.eps,
                                   weight_decay=tc.weight_decay)
     step, wall_s = 0, 0.0
-    state = _resume_state((out_dir / "checkpoint_last.pt", out_dir / "checkpoint_prev.pt"), device, main)
+    state = _resume_state((out_dir / "checkpoint_last.pt", out_dir / "checkpoint_prev.pt"), device,
+                          main, lambda state: _same_run(state, tc, manifest))
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, wall_s = state["step"], state["wall_s"]
-    metrics = _read_csv(out_dir / "metrics.csv", step) if main else []
-    curve = _read_csv(out_dir / "compute_curve.csv", step) if main else []
+    # a run resumed at step 0 (killed before its first checkpoint, or from another configuration
+    # or corpus) starts its rows afresh: the untrained model's curve point is measured again
+    metrics = _read_csv(out_dir / "metrics.csv", step) if main and step else []
+    curve = _read_csv(out_dir / "compute_curve.csv", step) if main and step else []
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     autocast = mixed_precision(device)
@@ -375,6 +402,17 @@ def _step(run: _Run) -> tuple[float, float]:
     if run.world > 1:
         dist.all_reduce(loss_sum)
     return loss_sum.item() / (run.n_micro * run.world), lr  # .item() also waits for the device
+
+
+def logged_steps(tc: TrainConfig) -> dict[str, list[int]]:
+    """The steps of the rows a finished run has written, per file: metrics.csv every log_every
+    steps and at the end; compute_curve.csv at step 0, every eval_every steps and at the end (only
+    at the end with eval_every 0). The pipeline refuses a file with a row missing or repeated."""
+    def every(k: int) -> list[int]:
+        return sorted({*range(k, tc.steps + 1, k), tc.steps})
+
+    return {"metrics": every(tc.log_every),
+            "compute_curve": [0, *every(tc.eval_every)] if tc.eval_every else [tc.steps]}
 
 
 def _record(run: _Run, loss: float, lr: float, window: dict, stopping: bool) -> None:
@@ -415,7 +453,7 @@ def train(cfg: dict, data_dir, out_dir, stop_after: int | None = None) -> None:
     """
     tc = TrainConfig.from_dict(dict(cfg))
     out_dir = Path(out_dir)
-    if _finished(tc, out_dir):
+    if _finished(tc, out_dir, read_manifest(data_dir)):
         return
     run = _set_up(tc, data_dir, out_dir)
     if run.main and run.step == 0 and tc.eval_every:

@@ -64,6 +64,8 @@ def test_outputs_and_learning(corpus, tmp_path):
     curve = read_rows(tmp_path / "compute_curve.csv")
     assert list(curve[0]) == ["step", "tokens", "train_flops", "val_loss"]
     assert [int(r["step"]) for r in curve] == [0, 6, 12]
+    assert train_module.logged_steps(TrainConfig.from_dict(dict(BASE, steps=12, eval_every=6))) == {
+        "metrics": [int(r["step"]) for r in metrics], "compute_curve": [0, 6, 12]}
     assert float(curve[0]["train_flops"]) == 0 < float(curve[1]["train_flops"])
     assert float(curve[-1]["val_loss"]) < float(curve[0]["val_loss"]) - 0.5  # it learns
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
@@ -105,6 +107,54 @@ def test_killed_run_resumes_to_identical_weights(corpus, tmp_path, monkeypatch):
     train(BASE, corpus, tmp_path / "boxed")
     for a, b in zip(weights(tmp_path / "whole").values(), weights(tmp_path / "boxed").values()):
         assert torch.equal(a, b)
+
+
+def test_a_changed_corpus_or_configuration_trains_again(corpus, tmp_path):
+    """The checkpoint records what it was trained on; a finished run or a resume point from
+    another corpus or configuration is trained over, never republished (the state directory's
+    name hashes the configuration only); evaluation refuses a model from another corpus."""
+    from longnet.evaluate import load_model
+    run = tmp_path / "run"
+    train(BASE, corpus, run)
+    first = weights(run)
+    other = tmp_path / "other_corpus"  # the same sources, fewer bytes: other tokens
+    prepare_corpus(other, source="dir", path=stdlib_dir() / "email", extensions=(".py",),
+                   fractions=(0.6, 0.2, 0.2), max_bytes=200_000)
+    with pytest.raises(ValueError, match="trained on another corpus than .*other_corpus"):
+        load_model(run / "checkpoint.pt", data_dir=other)
+    train(BASE, other, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["manifest"]["max_bytes"] == 200_000
+    assert any(not torch.equal(a, b) for a, b in zip(first.values(), state["model"].values()))
+    assert [int(r["step"]) for r in read_rows(run / "compute_curve.csv")] == [0, 3, 6]
+    load_model(run / "checkpoint.pt", data_dir=other)  # its own corpus: accepted
+
+    # a resume point left by another configuration is not resumed from
+    real = train_module.learning_rate
+    def crash_at_step_5(step, cfg):
+        if step == 5:
+            raise KeyboardInterrupt("killed")
+        return real(step, cfg)
+    train_module.learning_rate = crash_at_step_5
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(dict(BASE, lr=1e-2), corpus, tmp_path / "killed")
+    finally:
+        train_module.learning_rate = real
+    train(BASE, corpus, tmp_path / "killed")  # lr 3e-3 from step 0, not lr 1e-2's step 4
+    for a, b in zip(first.values(), weights(tmp_path / "killed").values()):
+        assert torch.equal(a, b)
+
+
+def test_a_cut_split_is_refused_naming_the_file(corpus, tmp_path):
+    import shutil
+    from longnet.data import load_split
+    cut = tmp_path / "cut"
+    shutil.copytree(corpus, cut)
+    data = (cut / "test.bin").read_bytes()
+    (cut / "test.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"test\.bin: \d+ bytes where its manifest records"):
+        load_split(cut, "test")
 
 
 def test_gradient_accumulation_and_constant_tokens_per_step(corpus, tmp_path):

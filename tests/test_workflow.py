@@ -158,6 +158,8 @@ def test_adding_a_variant_module_grows_the_dag(tmp_path):
 # ---- the smoke configuration, killed mid-training and rerun ------------------------------------
 
 SMOKE_STEPS = 60  # long enough to kill a training job between two of its checkpoints
+SMOKE_RUN_CHANGES = {"training.steps": SMOKE_STEPS, "training.checkpoint_every": 10,
+                     "training.eval_every": 30}
 
 
 @pytest.fixture(scope="module")
@@ -165,9 +167,7 @@ def smoke_run(tmp_path_factory):
     """Run the smoke pipeline, SIGKILL it (every process) once a model has a resumable checkpoint,
     then unlock and rerun it to completion."""
     root = tmp_path_factory.mktemp("smoke")
-    config = str(smoke_config(root / "smoke.yaml", {"training.steps": SMOKE_STEPS,
-                                                    "training.checkpoint_every": 10,
-                                                    "training.eval_every": 30}))
+    config = str(smoke_config(root / "smoke.yaml", SMOKE_RUN_CHANGES))
     first = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
                               "--cores", "2", "--configfile", config], cwd=root,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -330,9 +330,11 @@ def test_every_figure_is_drawn_from_empty_tables():
     assert sorted(figures) == sorted(FIGURES)
 
 
-def test_a_damaged_input_fails_the_aggregation_and_keeps_the_previous_tables(smoke_run):
-    """Last in this file (it leaves the run with a damaged input): a per-job CSV cut mid-row is
-    refused naming the file, and the run's tables/ keeps every previous table."""
+def test_a_damaged_input_fails_the_aggregation_keeps_the_tables_and_is_rebuilt(smoke_run):
+    """Last in this file (it damages and deletes intermediates): a per-job CSV cut mid-row is
+    refused naming the file, the run's tables/ keeps every previous table, the file is set aside,
+    and the next run remakes it, as it remakes a deleted model's files; a changed corpus plans
+    every model again."""
     root, config, _ = smoke_run
     tables = root / RESULTS / "tables"
     before = {p.name: p.read_bytes() for p in tables.glob("*.csv")}
@@ -345,3 +347,19 @@ def test_a_damaged_input_fails_the_aggregation_and_keeps_the_previous_tables(smo
                                               + (root / RESULTS / "logs/analysis/aggregate.log")
                                               .read_text())
     assert {p.name: p.read_bytes() for p in tables.glob("*.csv")} == before
+    assert "moved aside" in (root / RESULTS / "logs/analysis/aggregate.log").read_text()
+    assert not victim.exists() and victim.with_name(victim.name + ".refused").exists()
+
+    model = next(root.glob(f"{WORK}/train/*/L*/s*/metrics.csv")).parent
+    for name in ("metrics.csv", "compute_curve.csv"):
+        (model / name).unlink()
+    rebuilt = snakemake("--cores", "2", "--configfile", config, cwd=root)
+    assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
+    pd.read_csv(victim)  # whole again
+    assert (model / "metrics.csv").exists() and (model / "compute_curve.csv").exists()
+    assert "Nothing to be done" in snakemake("-n", "--configfile", config, cwd=root).stdout
+
+    changed = smoke_config(root / "changed.yaml", {**SMOKE_RUN_CHANGES, "data.max_bytes": 300_000})
+    plan = snakemake("-n", "--configfile", str(changed), cwd=root)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert job_counts(plan.stdout)["train"] == expected_jobs(SMOKE)["train"]

@@ -22,23 +22,37 @@ rule attention_graph:
         "../scripts/attention_graph.py"
 
 
+# Every per-job CSV the tables are made from, by input kind (analysis.tables.INPUT_KINDS).
+AGGREGATE_INPUTS = dict(
+    profile=expand(f"{WORK}/profile/{{variant}}.csv", variant=PROFILED),
+    perplexity=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/perplexity.csv"),
+    context_window=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/context_window.csv"),
+    passkey=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/passkey.csv") if PASSKEY else [],
+    compute_curve=trained_paths("{WORK}/train/{variant}/L{train_len}/s{seed}/compute_curve.csv"),
+    metrics=trained_paths("{WORK}/train/{variant}/L{train_len}/s{seed}/metrics.csv"),
+    distributed=rules.project_latency.input.measured,
+    projected=rules.project_latency.output,
+    attention_graph=expand(f"{WORK}/attention_graph/{{variant}}.csv", variant=list(VARIANTS)),
+    recall=recall_paths(),
+    recall_reach=recall_reach_paths(),
+    recall_lr=recall_sweep_paths(),
+)
+
+# A missing intermediate is rebuilt (stamp_missing_intermediates, workflow/rules/common.smk):
+# REBUILD_STAMP, an input of aggregate and tables, is touched at load when any of their inputs is
+# missing, so both rerun, and with them the jobs that make what is missing.
+REBUILD_STAMP = f"{WORK}/tables/rebuild.stamp"
+if workflow.is_main_process:  # not again inside each job
+    stamp_missing_intermediates(REBUILD_STAMP, AGGREGATE_INPUTS, f"{TABLE_DIR}/{TABLES[0]}.csv")
+
+
 # The tables are built (and every input checked against the configuration) under the work
 # directory first, then copied into results/tables: Snakemake deletes a job's outputs before it
 # runs and after it fails, so a refused or failed aggregation leaves the previous tables alone.
 rule aggregate:
     input:
-        profile=expand(f"{WORK}/profile/{{variant}}.csv", variant=PROFILED),
-        perplexity=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/perplexity.csv"),
-        context_window=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/context_window.csv"),
-        passkey=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/passkey.csv") if PASSKEY else [],
-        compute_curve=trained_paths("{WORK}/train/{variant}/L{train_len}/s{seed}/compute_curve.csv"),
-        metrics=trained_paths("{WORK}/train/{variant}/L{train_len}/s{seed}/metrics.csv"),
-        distributed=rules.project_latency.input.measured,
-        projected=rules.project_latency.output,
-        attention_graph=expand(f"{WORK}/attention_graph/{{variant}}.csv", variant=list(VARIANTS)),
-        recall=recall_paths(),
-        recall_reach=recall_reach_paths(),
-        recall_lr=recall_sweep_paths(),
+        **AGGREGATE_INPUTS,
+        stamp=REBUILD_STAMP,
     output:
         **{name: f"{WORK}/tables/{name}.csv" for name in TABLES},
     params:
@@ -58,6 +72,7 @@ rule aggregate:
 rule tables:
     input:
         **{name: f"{WORK}/tables/{name}.csv" for name in TABLES},
+        stamp=REBUILD_STAMP,
     output:
         **{name: report(f"{TABLE_DIR}/{name}.csv", caption=f"../report/tables/{name}.rst",
                         category="Tables") for name in TABLES},

@@ -126,6 +126,27 @@ def recall_reach_paths():
     return [f"{WORK}/recall/{v}/reach.csv" for v in RECALL_VARIANTS]
 
 
+# ---- missing intermediates ------------------------------------------------------------------
+# Snakemake reruns a job whose output is missing only when a job downstream must run, so a per-job
+# CSV deleted, or moved aside by the aggregation's refusal (NAME.refused, see make_tables.py),
+# would never be made again while the published tables exist. The aggregation's inputs include a
+# stamp file, created with an mtime of 0 (on its own it never triggers anything) and touched here
+# when any of those inputs is missing: the aggregation then reruns (the stamp is newer than its
+# outputs), and with it the jobs that make what is missing.
+
+def stamp_missing_intermediates(stamp, inputs: dict, published) -> None:
+    stamp = Path(stamp)
+    if not stamp.exists():
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
+        os.utime(stamp, (0, 0))
+    missing = [p for paths in inputs.values() for p in paths if not os.path.exists(p)]
+    if missing and Path(published).exists():
+        stamp.touch()
+        print(f"{len(missing)} intermediate file(s) the tables are made from are missing (first: "
+              f"{missing[0]}): their jobs and the tables run again", file=sys.stderr)
+
+
 # ---- stale temporary files ------------------------------------------------------------------
 # A run killed mid-write leaves longnet.io's temporary files (.NAME.XXXXXXXX.SUFFIX) behind. When
 # a run starts (onstart: not for a dry run, nor inside a job), remove those under RESULTS and WORK,

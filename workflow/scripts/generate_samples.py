@@ -14,9 +14,10 @@ torch.set_num_threads(snakemake.threads)  # noqa: F821
 params = snakemake.params  # noqa: F821
 load_modules(params.modules)
 samples = params.samples
-model, state = load_model(snakemake.input.checkpoint, params.device)  # noqa: F821
+data_dir = snakemake.input.manifest.rsplit("/", 1)[0]  # noqa: F821
+model, state = load_model(snakemake.input.checkpoint, params.device, data_dir)  # noqa: F821
 tokenizer = get_tokenizer(state["manifest"]["tokenizer"])
-test = load_split(snakemake.input.manifest.rsplit("/", 1)[0], "test")  # noqa: F821
+test = load_split(data_dir, "test")
 prompt = torch.tensor(test[:samples["prompt_tokens"]].astype("int64"), device=params.device)[None]
 generator = torch.Generator(device=params.device).manual_seed(params.seed)
 out = model.generate(prompt, samples["new_tokens"], temperature=samples["temperature"],
