@@ -125,6 +125,8 @@ def check_qkv(q, k, v) -> None:
     if q.shape[2] == 0 or q.shape[3] == 0:
         raise ValueError(f"q, k, v (B, N, H, D) need H >= 1 heads and D >= 1 per head; got "
                          f"{tuple(q.shape)}")
+    if not q.device == k.device == v.device:
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
 
 
 def dilated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment_lengths: Sequence[int],

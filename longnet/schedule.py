@@ -23,7 +23,7 @@ cache, the FLOP count, the cost model, the variant's pattern) asks this module.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set as AbstractSet
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -107,8 +107,10 @@ class Branch(NamedTuple):
 
 
 def _as_tuple(name: str, values) -> tuple:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ValueError(f"{name} must be a list of positive integers, got {values!r}")
+    """An ordered sequence as a tuple: a set or mapping has no order to pair w_i with r_i by."""
+    if isinstance(values, (str, bytes, AbstractSet, Mapping)) or not isinstance(values, Iterable):
+        raise ValueError(f"{name} must be a list (or tuple) of positive integers in order, got "
+                         f"{values!r}")
     return tuple(values)
 
 
@@ -160,14 +162,16 @@ class DilatedSchedule:
         return max(self.segment_lengths)
 
     def extended_to(self, n: int) -> DilatedSchedule:
-        """The schedule continued past its last branch (w, r) by (2w, 2r), (4w, 4r), ... until a
-        segment covers n (unchanged when one already does). Every added branch keeps the last
+        """The schedule continued past its widest branch (w, r) by (2w, 2r), (4w, 4r), ... until a
+        segment covers n (unchanged when one already does). Every added branch keeps the widest
         branch's w / r rows per segment, so its cost per token, n w / r^2 per head, is half the
         branch before it: the total stays linear in n. See `paper_schedule`."""
         segments, rates = list(self.segment_lengths), list(self.dilation_rates)
-        while segments[-1] < n:
-            segments.append(segments[-1] * 2)
-            rates.append(rates[-1] * 2)
+        w, r = max(zip(segments, rates))  # continued from the widest branch, whatever the order
+        while w < n:
+            w, r = 2 * w, 2 * r
+            segments.append(w)
+            rates.append(r)
         return DilatedSchedule(segments, rates)
 
     def pattern(self, n: int, heads: int, causal: bool = True):

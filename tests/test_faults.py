@@ -2,6 +2,7 @@
 path, damaged per-job CSVs refused by the aggregation naming the file, damaged or half-written
 checkpoints detected and recovered from, and the library's edge cases refused clearly."""
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -104,11 +105,35 @@ BROKEN = [
     ({"cost_model.dilation_rates": [1, 2]}, "cost_model.dilation_rates", "one rate per segment"),
     ({"cost_model.links.nvlink.bandwidth": 0}, "cost_model.links.nvlink.bandwidth", "minimum"),
     ({"attention_graph.heads": 0}, "attention_graph.heads", "minimum"),
+    # numbers that pass a minimum or maximum but mean nothing (NaN compares false with both)
+    ({"training.lr": float("nan")}, "training.lr", "not a finite number"),
+    ({"training.lr": float("inf")}, "training.lr", "not a finite number"),
+    ({"recall.lr": [0.003, float("nan")]}, "recall.lr[1]", "not a finite number"),
+    ({"cost_model.links.nvlink.latency": float("inf")}, "cost_model.links.nvlink.latency",
+     "finite"),
+    ({"cost_model.links.nvlink.bandwidth": float("nan")}, "cost_model.links.nvlink.bandwidth",
+     "finite"),
+    ({"evaluation.passkey.depths": [0.5, float("nan")]}, "evaluation.passkey.depths[1]", "finite"),
+    ({"samples.temperature": float("nan")}, "samples.temperature", "finite"),
+    ({"profile.time_cap_s": float("nan")}, "profile.time_cap_s", "finite"),
+    # values that can only be a mistake
+    ({"training.warmup": 1000}, "training.warmup", "longer than training.steps"),
+    ({"recall.warmup": 50}, "recall.warmup", "longer than recall.steps"),
+    ({"training.steps": 10 ** 9}, "training.steps", "maximum"),
+    ({"training.tokens_per_step": 2 ** 30}, "training.tokens_per_step", "maximum"),
+    ({"attention_graph.seq_len": 10 ** 6}, "attention_graph.seq_len", "maximum"),
+    ({"samples.new_tokens": 10 ** 7}, "samples.new_tokens", "maximum"),
+    ({"cost_model.segment_lengths": [32768, 16384, 8192, 4096, 2048]},
+     "cost_model.segment_lengths", "not increasing"),
+    ({"cost_model.dilation_rates": [12, 6, 4, 2, 1]}, "cost_model.dilation_rates", "decreases"),
+    ({"distributed.segment_lengths": [256, 64]},
+     "distributed.segment_lengths", "not increasing"),
+    ({"work_dir": "runs/smoke"}, "work_dir", "results_dir too"),
 ]
 
 
 def test_the_table_has_enough_cases():
-    assert len(BROKEN) >= 40
+    assert len(BROKEN) >= 80
 
 
 @pytest.mark.parametrize("changes, key, text", BROKEN, ids=[c[1] for c in BROKEN])
@@ -340,3 +365,48 @@ def test_library_edge_cases_are_refused_clearly():
             baselines.build(name, num_heads=2).flops(-1, 16)
     with pytest.raises(ValueError, match="clip_grad"):
         TrainConfig(clip_grad=-1.0)
+
+
+def test_the_library_refuses_mixed_devices_and_unordered_schedules():
+    from longnet.dilated_attention import dilated_attention
+    from longnet.schedule import DilatedSchedule
+
+    x = torch.randn(1, 8, 2, 4)
+    with pytest.raises(ValueError, match="one device"):
+        dilated_attention(x, x.to("meta"), x, [4], [1])
+    for unordered in ({4, 8}, {4: 1, 8: 2}, frozenset((4, 8))):
+        with pytest.raises(ValueError, match="in order"):
+            DilatedSchedule(unordered, [1, 2])
+    # continued from the widest branch whatever the order: no branch repeated
+    shuffled = DilatedSchedule([8, 32, 16], [1, 4, 2]).extended_to(128)
+    assert shuffled.segment_lengths == (8, 32, 16, 64, 128)
+    assert shuffled.dilation_rates == (1, 4, 2, 8, 16)
+
+
+def test_a_cut_or_repeated_training_row_is_refused():
+    """Every logged step is expected once (longnet.train.logged_steps): a middle row dropped from
+    compute_curve.csv, or one repeated, is refused naming the file; the refusal sets it aside."""
+    from analysis.tables import InputError, read_checked
+
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"curve-{os.getpid()}"
+    tmp.mkdir(exist_ok=True)
+    path = tmp / "compute_curve.csv"
+    rows = [dict(step=s, tokens=s * 8, train_flops=s * 1e6, val_loss=5.0 - s / 100)
+            for s in (0, 25, 50, 75, 100)]
+    expect = {"step": {"exactly": [0, 25, 50, 75, 100]}}
+    try:
+        pd.DataFrame(rows).to_csv(path, index=False)
+        assert len(read_checked(path, "compute_curve", expect)) == 5
+        for broken_rows, problem in ((rows[:2] + rows[3:], "missing [50]"),
+                                     (rows + rows[-1:], "repeated [100]")):
+            pd.DataFrame(broken_rows).to_csv(path, index=False)
+            with pytest.raises(InputError, match=re.escape(problem)) as refused:
+                read_checked(path, "compute_curve", expect)
+            assert str(path) in str(refused.value)
+        message = refused.value.set_aside()
+        assert "moved aside" in message and "run the same command again" in message
+        assert not path.exists() and path.with_name("compute_curve.csv.refused").exists()
+    finally:
+        for leftover in tmp.iterdir():
+            leftover.unlink()
+        tmp.rmdir()

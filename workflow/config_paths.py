@@ -84,6 +84,10 @@ def check_paths(config: dict) -> None:
     """Every output folder, id and module name in `config` (schema-checked already)."""
     for key in OUTPUT_DIRS:
         check_output_dir(key, config.get(key))
+    if config["work_dir"] == config["results_dir"]:
+        raise _error("work_dir", f"{config['work_dir']!r} is results_dir too: the per-job "
+                     "intermediates go to a folder of their own", "a folder other than "
+                     "results_dir, such as results/work or runs/NAME/work")
     for i, variant in enumerate(config.get("variants", [])):
         # an entry's id defaults to its name (pipeline_config.check_variants)
         field = "id" if "id" in variant else "name"

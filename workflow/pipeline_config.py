@@ -99,8 +99,24 @@ def _schema_error(error) -> ConfigError:
     return ConfigError(key_path(path) or "(top level)", error.message)
 
 
+def check_finite(value, path=()) -> None:
+    """Every float in the configuration is a finite number: NaN passes any minimum or maximum,
+    and no key of the schema means anything by an infinity (YAML's .nan, .inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key_path(path) or "(top level)", f"{value} is not a finite number",
+                          "a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_finite(item, (*path, i))
+
+
 def check_schema(config: dict) -> None:
-    """The schema, with defaults filled in; the first error (by jsonschema's relevance)."""
+    """Finite numbers, then the schema, with defaults filled in; the first error (by
+    jsonschema's relevance)."""
+    check_finite(config)
     schema = yaml.safe_load(SCHEMA.read_text())
     validator = _validator_with_defaults()(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
@@ -270,6 +286,10 @@ def check_training(config, variants: dict, device: str) -> None:
             except (TypeError, ValueError) as error:
                 raise ConfigError(_training_key(config, str(error), variant_key, params_key),
                                   f"{error} (job {job})") from None
+            if tc.warmup > tc.steps:
+                raise ConfigError("training.warmup", f"{tc.warmup} is longer than training.steps "
+                                  f"({tc.steps}): the run would never reach its peak learning "
+                                  "rate", f"at most steps ({tc.steps})")
             check_builds(baselines, model_cfg.attention, params_key, model_cfg.attention_params,
                          model_cfg.n_head, f"the model's n_head, job {job}")
             if not variant["allow_uncovered_offsets"]:
@@ -393,6 +413,12 @@ def check_recall(config) -> None:
         if not 2 <= d <= task.max_distance():
             raise ConfigError("recall.distances", f"{d} cannot be placed in seq_len "
                               f"{task.seq_len}", f"2 .. {task.max_distance()}")
+    for steps_key in ("steps", "lr_sweep_steps"):
+        steps = recall.get(steps_key)
+        if steps is not None and recall["warmup"] > steps:
+            raise ConfigError("recall.warmup", f"{recall['warmup']} is longer than recall."
+                              f"{steps_key} ({steps}): the run would never reach its peak "
+                              "learning rate", f"at most {steps}")
     if recall["batch"] % 4:
         raise ConfigError("recall.batch", f"{recall['batch']} is not a multiple of 4 (a step "
                           "holds 4 groups of one distance each)", "a multiple of 4")
@@ -462,11 +488,19 @@ def check_data(config) -> None:
 
 
 def check_branches(config, section) -> None:
-    """A dilated-attention schedule in config[section]: one dilation rate per segment length."""
+    """A dilated-attention schedule in config[section]: one dilation rate per segment length,
+    segments increasing and rates not decreasing (the paper's geometric schedule, which
+    `extend_schedule` continues from its widest branch)."""
     segments, rates = config[section]["segment_lengths"], config[section]["dilation_rates"]
     if len(segments) != len(rates):
         raise ConfigError(f"{section}.dilation_rates", f"{len(rates)} rates for "
                           f"{len(segments)} segment lengths: one rate per segment")
+    if any(a >= b for a, b in zip(segments, segments[1:])):
+        raise ConfigError(f"{section}.segment_lengths", f"{segments} is not increasing",
+                          "segment lengths in increasing order, each once")
+    if any(a > b for a, b in zip(rates, rates[1:])):
+        raise ConfigError(f"{section}.dilation_rates", f"{rates} decreases",
+                          "rates in non-decreasing order, one per segment length")
 
 
 def check_distributed(config) -> None:
@@ -552,7 +586,7 @@ def expected_inputs(config: dict, variants: dict, recall_ids=()) -> dict:
     recall_ids: the recall benchmark's variant ids (recall_variants, computed once at load)."""
     work, evaluation = config["work_dir"], config["evaluation"]
     profile, dist = config["profile"], config["distributed"]
-    final_step = [config["training"]["steps"]]
+    from longnet.train import TrainConfig, logged_steps
     expect = defaultdict(dict)  # kinds with no input are filled in by analysis.tables
     for vid, variant in variants.items():
         expect["attention_graph"][f"{work}/attention_graph/{vid}.csv"] = {"variant": vid}
@@ -570,8 +604,11 @@ def expected_inputs(config: dict, variants: dict, recall_ids=()) -> dict:
                 expect["passkey"][f"{work}/eval/{vid}/L{n}/s{seed}/passkey.csv"] = {
                     **model, "context_len": evaluation["passkey"]["context_lens"],
                     "depth": evaluation["passkey"]["depths"]}
-            for kind in ("compute_curve", "metrics"):
-                expect[kind][f"{work}/train/{vid}/L{n}/s{seed}/{kind}.csv"] = {"step": final_step}
+            steps = logged_steps(TrainConfig.from_dict(
+                train_config(config, variant, n, "cpu", seed)))
+            for kind in ("compute_curve", "metrics"):  # every row once: none dropped or repeated
+                expect[kind][f"{work}/train/{vid}/L{n}/s{seed}/{kind}.csv"] = {
+                    "step": {"exactly": steps[kind]}}
     for p in dist["world_sizes"]:
         lengths = dist.get("seq_lens") or [t * p for t in dist["tokens_per_rank"]]
         expect["distributed"][f"{work}/distributed/P{p}.csv"] = {"world_size": p,

@@ -21,7 +21,7 @@ rule train:
         out_dir=lambda w, output: os.path.dirname(output.checkpoint),
         launcher=TRAIN_LAUNCHER,
         modules=as_json(config["extra_modules"]),
-        threads=config["training"]["threads"],
+        threads=lambda w, threads: max(1, threads // NPROC),  # per process, of what the job got
         script=f"{workflow.basedir}/workflow/scripts/train_model.py",
     threads: job_threads("train")  # torchrun's nproc x threads
     resources:
