@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from longnet import variants
@@ -145,6 +146,10 @@ class Block(nn.Module):
         return x + self.ffn(self.ffn_ln(x))
 
 
+def _summed_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor):
+    return F.cross_entropy(F.linear(x, weight).float(), targets, reduction="sum")
+
+
 class LanguageModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -173,16 +178,36 @@ class LanguageModel(nn.Module):
                     nn.init.zeros_(linear.bias)
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
-                caches: list | None = None) -> torch.Tensor:
+                caches: list | None = None, targets: torch.Tensor | None = None,
+                loss_chunk_tokens: int | None = None) -> torch.Tensor:
         """Logits (B, N, vocab) for tokens (B, N); positions default to 0..N-1, or with caches
-        (from new_caches) to the N positions after what the caches hold."""
+        (from new_caches) to the N positions after what the caches hold.
+
+        With targets (B, N): the mean cross-entropy instead (a scalar, computed in float32).
+        loss_chunk_tokens: compute it over that many positions at a time, each chunk's logits
+        recomputed in the backward (torch.utils.checkpoint), so at most one chunk's float logits
+        ever exist: (chunk x vocab) instead of (B N x vocab), which at the paper's 100,277-token
+        vocabulary is most of a GPU's memory. The same loss up to float summation order; None:
+        all at once."""
         if positions is None:
             start = 0 if caches is None else caches[0].length
             positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         x = self.embed(tokens)
         for i, block in enumerate(self.blocks):
             x = block(x, positions, None if caches is None else caches[i])
-        return F.linear(self.final_ln(x), self.embed.weight)  # tied output head
+        x = self.final_ln(x)
+        if targets is None:
+            return F.linear(x, self.embed.weight)  # tied output head
+        x, targets = x.flatten(0, 1), targets.flatten()
+        if loss_chunk_tokens is None or loss_chunk_tokens >= len(targets):
+            return F.cross_entropy(F.linear(x, self.embed.weight).float(), targets)
+        total = x.new_zeros((), dtype=torch.float32)
+        for start in range(0, len(targets), loss_chunk_tokens):
+            part = slice(start, start + loss_chunk_tokens)
+            total = total + torch.utils.checkpoint.checkpoint(
+                _summed_cross_entropy, x[part], self.embed.weight, targets[part],
+                use_reentrant=False)
+        return total / len(targets)
 
     def new_caches(self, batch: int, max_len: int | None = None) -> list:
         """One empty decoding cache per layer (ValueError if the attention cannot decode);

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from longnet.checkpoint import (CheckpointError, load_checkpoint, remove_checkpoint,
@@ -61,6 +60,8 @@ class TrainConfig:
     seq_len: int = 256
     tokens_per_step: int = 8192  # held constant across seq_len, as in the paper
     micro_batch_tokens: int = 8192  # tokens per forward/backward; memory only, not the math
+    # positions per chunk of the loss (LanguageModel.forward): memory only; None: all at once
+    loss_chunk_tokens: int | None = None
     # optimisation
     steps: int = 150  # x 8192 tokens = 1.2M: tiny learns well (benchmarks/lm_scale.py times it)
     lr: float = 2e-3
@@ -93,6 +94,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"train {name}={value!r} is invalid; allowed: an int >= 1")
+        if self.loss_chunk_tokens is not None and (
+                not isinstance(self.loss_chunk_tokens, int) or isinstance(self.loss_chunk_tokens, bool)
+                or self.loss_chunk_tokens < 1):
+            raise ValueError(f"train loss_chunk_tokens={self.loss_chunk_tokens!r} is invalid; "
+                             "allowed: an int >= 1, or null for the whole micro-batch at once")
         for name in ("warmup", "eval_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"train {name}={getattr(self, name)!r} is invalid; "
@@ -392,8 +398,8 @@ def _step(run: _Run) -> tuple[float, float]:
         # DDP all-reduces gradients only on the last micro-batch of the step
         skip_sync = run.world > 1 and i < run.n_micro - 1
         with (run.ddp.no_sync() if skip_sync else contextlib.nullcontext()), run.autocast:
-            logits = run.ddp(chunk[:, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten())
+            loss = run.ddp(chunk[:, :-1], targets=chunk[:, 1:],
+                           loss_chunk_tokens=tc.loss_chunk_tokens)
             (loss / run.n_micro).backward()
         loss_sum += loss.detach()
     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)

@@ -188,3 +188,48 @@ def test_recall_jobs_are_sized_from_the_recall_model_and_get_a_gpu_on_cuda():
     assert big["gpu"] == 1 and small["gpu"] == 0
     assert big["runtime"] > small["runtime"] and big["runtime"] > cluster("attention_graph", paper)["runtime"]
     assert cluster("recall", checked({"recall.steps": 10 ** 6}))["runtime"] > small["runtime"]
+
+
+def test_a_training_job_that_cannot_fit_the_gpu_is_refused_at_load():
+    """paper.yaml's micro-batch of 65,536 tokens at the 100,277-token vocabulary: the loss over all
+    of it at once needs ~98 GiB of logits alone, over an 80 GB GPU; computed 8,192 positions at a
+    time (training.loss_chunk_tokens, as shipped) the job fits."""
+    import yaml
+
+    paper = yaml.safe_load((REPO / "workflow" / "configs" / "paper.yaml").read_text())
+    check_config(paper, local=False, dry_run=True)
+    site = {**NEUTRAL, "gpu_mem_gb": 80}
+    job_resources.check_gpu_memory(paper, "cuda", site)  # as shipped: fits
+    assert job_resources.train_gpu_bytes(paper, 32768) < 80 * 2 ** 30
+    unchunked = {**paper, "training": {**paper["training"], "loss_chunk_tokens": None}}
+    assert job_resources.train_gpu_bytes(unchunked, 2048) > 120 * 2 ** 30
+    with pytest.raises(ValueError, match=r"config key 'training.micro_batch_tokens'.*train_len "
+                                         r"2048 needs about \d+ GiB.*gpu_mem_gb=80"):
+        job_resources.check_gpu_memory(unchunked, "cuda", site)
+    job_resources.check_gpu_memory(unchunked, "cpu", site)  # a CPU run has no GPU to fit
+    job_resources.check_gpu_memory(unchunked, "cuda", NEUTRAL)  # no gpu_mem_gb: unchecked
+    assert read_site()["gpu_mem_gb"] == 80  # the shipped site file checks an 80 GB GPU
+
+
+def test_the_chunked_loss_is_the_loss():
+    """LanguageModel(targets=, loss_chunk_tokens=): the same loss and gradients as the whole
+    micro-batch at once (float summation order aside), and exactly the unchunked path's bits."""
+    import torch
+    import torch.nn.functional as F
+
+    from longnet.model import LanguageModel, ModelConfig
+
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig.from_size("tiny", vocab_size=300))
+    x = torch.randint(0, 300, (2, 65))
+    whole = model(x[:, :-1], targets=x[:, 1:])
+    assert torch.equal(whole, F.cross_entropy(model(x[:, :-1]).flatten(0, 1).float(),
+                                              x[:, 1:].flatten()))
+    whole.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    chunked = model(x[:, :-1], targets=x[:, 1:], loss_chunk_tokens=37)  # 128 = 37 + 37 + 37 + 17
+    chunked.backward()
+    assert torch.allclose(chunked, whole, rtol=1e-6)
+    for a, p in zip(grads, model.parameters()):
+        assert torch.allclose(p.grad, a, atol=1e-6)

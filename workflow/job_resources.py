@@ -28,6 +28,10 @@ measurements:
   that needs more gets a branch in `estimate` (its name, what its job holds and does) and, in its
   rule, `threads: job_threads("name")` and `resources: **job_resources("name")`.
 
+- GPU memory of a training process on cuda (train_gpu_bytes): weights and optimizer, one
+  micro-batch's activations and the loss's logits; checked at load against the site's
+  `gpu_mem_gb` (check_gpu_memory), so a job that cannot fit is refused before it is submitted.
+
 The one place a site scales or caps all of it: workflow/site_resources.yaml (or the file given by
 `--config site_resources=PATH`): multiply memory and time, and cap memory, time, threads and GPUs
 per job at what the site's nodes and partitions grant. `resources_for` applies it last.
@@ -52,7 +56,10 @@ LAUNCHED = {  # rules whose jobs start exactly what they ask for (torchrun), and
     "train": "training.nproc / training.threads",
     "sequence_parallel": "distributed.world_sizes / distributed.threads_per_rank"}
 SITE_KEYS = {"mem_scale": 1.0, "runtime_scale": 1.0, "max_mem_mb": None, "max_runtime": None,
-             "max_threads": None, "max_gpus": None}
+             "max_threads": None, "max_gpus": None, "gpu_mem_gb": None}
+GPU_BASE_BYTES = 2 ** 30  # CUDA context, cuBLAS workspace, the allocator's slack
+LOGIT_BYTES = 16         # per logit of the loss: bf16 logits, their float copy, the saved
+                         # log-softmax, its float gradient and the bf16 gradient
 DEFAULT_SITE_FILE = Path(__file__).resolve().parent / "site_resources.yaml"
 
 
@@ -104,6 +111,47 @@ def _process_mb(config, tokens_in_flight: int, training: bool, device: str) -> f
     return BASE_MB + (weights + activations + logits) / 2 ** 20
 
 
+def micro_batch_tokens(config, seq: int) -> int:
+    """Tokens of one forward/backward of a training job at length `seq` (longnet.train's batch
+    geometry: whole sequences, at least one, at most a rank's share of a step)."""
+    training = config["training"]
+    per_rank = max(1, training["tokens_per_step"] // training["nproc"])
+    return min(per_rank, max(seq, training.get("micro_batch_tokens", 8192) // seq * seq))
+
+
+def train_gpu_bytes(config, seq: int) -> float:
+    """GPU memory of one training process at length `seq`: 16 bytes a parameter (fp32 weights,
+    gradients, two Adam moments), the activations of a micro-batch (ACT_BYTES per token, layer
+    and model dimension) and the loss's logits, LOGIT_BYTES each for the positions computed at
+    once (training.loss_chunk_tokens, else the whole micro-batch), plus GPU_BASE_BYTES."""
+    m = model_shape(config)
+    micro = micro_batch_tokens(config, seq)
+    chunk = min(micro, config["training"].get("loss_chunk_tokens") or micro)
+    return (GPU_BASE_BYTES + 16 * parameters(config) + micro * m["n_layer"] * m["d_model"] * ACT_BYTES
+            + chunk * m["vocab"] * LOGIT_BYTES)
+
+
+def check_gpu_memory(config, device: str, site: dict) -> None:
+    """At load: refuse a training job whose GPU memory estimate (train_gpu_bytes) exceeds the
+    site's GPU (site_resources gpu_mem_gb), naming what to change."""
+    if device != "cuda" or not site.get("gpu_mem_gb"):
+        return
+    limit = site["gpu_mem_gb"] * 2 ** 30
+    for i, variant in enumerate(config["variants"]):
+        for seq in variant.get("train_lens", []):
+            need = train_gpu_bytes(config, seq)
+            if need > limit:
+                raise ValueError(
+                    f"config key 'training.micro_batch_tokens': a training job of "
+                    f"variants[{i}] ({variant.get('id', variant['name'])}) at train_len {seq} "
+                    f"needs about {need / 2 ** 30:.0f} GiB of GPU memory (micro-batch "
+                    f"{micro_batch_tokens(config, seq)} tokens, loss over "
+                    f"{config['training'].get('loss_chunk_tokens') or 'all of them'} at once), "
+                    f"over the site's gpu_mem_gb={site['gpu_mem_gb']:g} (allowed: a smaller "
+                    "training.micro_batch_tokens or training.loss_chunk_tokens, or a site with "
+                    "more GPU memory)")
+
+
 def estimate(rule: str, config, device: str, local: bool, world_size: int | None = None,
              train_len: int | None = None) -> dict:
     """threads, mem_mb, runtime (minutes), gpu for one job of `rule`, before the site's scaling."""
@@ -113,8 +161,7 @@ def estimate(rule: str, config, device: str, local: bool, world_size: int | None
     alone = ALL_CORES if local else SWEEP_THREADS
     if rule == "train":
         seq = train_len or max(max(v["train_lens"]) for v in config["variants"])
-        per_rank = max(1, training["tokens_per_step"] // nproc)
-        micro = min(per_rank, max(seq, training.get("micro_batch_tokens", 8192) // seq * seq))
+        micro = micro_batch_tokens(config, seq)
         tokens = training["steps"] * training["tokens_per_step"]
         evals = training["steps"] // training["eval_every"] * training["eval_tokens"]
         flops = 6 * parameters(config) * tokens + 2 * parameters(config) * evals

@@ -9,6 +9,7 @@ try:
     SITE_RESOURCES = _job_resources.read_site(config.get("site_resources"))
     for _launched in _job_resources.LAUNCHED:  # refused at load, not as each job is planned
         _job_resources.resources_for(_launched, config, DEVICE, LOCAL_RUN, SITE_RESOURCES)
+    _job_resources.check_gpu_memory(config, DEVICE, SITE_RESOURCES)
 except ValueError as error:
     raise WorkflowError(str(error)) from None
 
