@@ -88,6 +88,10 @@ class Backend:
         """Whether the package is on the path at all (imported or not)."""
         return self.module is None or importlib.util.find_spec(self.module.split(".")[0]) is not None
 
+    # workspace a call holds per (query, key) pair of its blocks: 0 for a fused kernel, which
+    # never materialises the scores
+    bytes_per_pair = 0
+
     def supports(self, device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
         return (self.device_type is None or device.type == self.device_type) and self._supports(dtype, head_dim)
 
@@ -181,6 +185,9 @@ class TorchEfficient(Backend):
         # philox seed / offset: the empty int64 scalars the forward returns without dropout
         # (attention.cu, _efficient_attention_forward); read only when dropout_p > 0
         seed = offset = _UNUSED_PHILOX
+        # the kernel reads out as (B, L, H, D) rows, o_strideM == H * D (kernel_backward.h): the
+        # layout its own forward returns, restored here whatever view the caller passes
+        out = out.transpose(1, 2).contiguous().transpose(1, 2)
         dq, dk, dv, _ = _aten._scaled_dot_product_efficient_attention_backward(
             dout.contiguous(), q, k, v, None, out, lse, seed, offset, 0.0, [True, True, True, False], causal,
             scale=scale)
@@ -249,6 +256,9 @@ class Math(Backend):
     """Explicit softmax in float32 (float64 for float64 input): slow, exact, runs everywhere."""
 
     name = "math"
+    # it materialises its (Lq, Lk) matrices: scores, probabilities and, in the backward, their two
+    # gradients, 4 bytes each in float32: callers bound the blocks per call by it
+    bytes_per_pair = 16
 
     def _supports(self, dtype, head_dim):
         return dtype.is_floating_point

@@ -37,6 +37,8 @@ from .backends import Backend, default_scale, get_backend
 
 PAD = -1  # a query row that is padding
 CHUNK_ROWS = {"cpu": 1 << 16, "cuda": 1 << 22}  # rows (times batch) per kernel call
+# a materialising kernel's (the math backend's) score matrices per call, at most
+WORKSPACE_BYTES = {"cpu": 1 << 30, "cuda": 1 << 30}
 
 
 @dataclass(frozen=True)
@@ -197,19 +199,26 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def plan_chunks(plan: Plan, batch: int, device: torch.device, max_batch: int | None = None):
+def plan_chunks(plan: Plan, batch: int, device: torch.device, max_batch: int | None = None,
+                bytes_per_pair: int = 0):
     """(index, prepared chunk) pairs: each piece cut into chunks of whole blocks, each chunk at
-    most CHUNK_ROWS rows and, when the kernel has a grid limit, at most max_batch // batch blocks
-    (the kernel's batch is B * blocks)."""
+    most CHUNK_ROWS rows, when the kernel has a grid limit at most max_batch // batch blocks (the
+    kernel's batch is B * blocks), and when it materialises its scores (bytes_per_pair, the
+    backend's) at most WORKSPACE_BYTES of them (the math fallback at L = 2048 would otherwise
+    build 4M x 2048 scores, 34 GB, on CUDA)."""
     if max_batch is not None and batch > max_batch:
         raise ValueError(f"batch size {batch} exceeds the kernel's largest batch {max_batch} "
                          "(CUDA grid limit); split the batch")
     limit = CHUNK_ROWS.get(device.type, 1 << 20) // batch
+    workspace = WORKSPACE_BYTES.get(device.type, 1 << 30)
     for number, piece in enumerate(plan.prepared):
         length = max(piece.gather_rows.shape[1], piece.k_rows.shape[1])
         blocks = max(1, limit // length)
         if max_batch is not None:
             blocks = min(blocks, max_batch // batch)
+        if bytes_per_pair:
+            pairs = batch * piece.gather_rows.shape[1] * piece.k_rows.shape[1]
+            blocks = min(blocks, max(1, workspace // (pairs * bytes_per_pair)))
         for chunk in piece.chunks(blocks):
             yield number, chunk
 
@@ -251,7 +260,8 @@ def block_sparse_forward(q_flat, k_flat, v_flat, plan: Plan, scale: float, backe
         lse = torch.full((batch, total), float("-inf"), dtype=acc, device=q_flat.device)
     gather = Gatherer(batch)
     partials = []
-    for number, piece in plan_chunks(plan, batch, q_flat.device, backend.max_batch):
+    for number, piece in plan_chunks(plan, batch, q_flat.device, backend.max_batch,
+                                     backend.bytes_per_pair):
         o, l = backend.forward(piece.gather(gather, 0, q_flat), piece.gather(gather, 1, k_flat, keys=True),
                                piece.gather(gather, 2, v_flat, keys=True), piece.causal, scale)
         o, l = piece.rows_of(o, batch), piece.rows_of(l, batch).to(acc)
@@ -290,7 +300,8 @@ def block_sparse_backward(dout_flat, q_flat, k_flat, v_flat, out, lse, plan: Pla
     dk, dv = (make(batch, k_flat.shape[1], dim, dtype=acc, device=q_flat.device) for _ in range(2))
     gather = Gatherer(batch)
     partial_iter = iter(partials or ())
-    for number, piece in plan_chunks(plan, batch, q_flat.device, backend.max_batch):
+    for number, piece in plan_chunks(plan, batch, q_flat.device, backend.max_batch,
+                                     backend.bytes_per_pair):
         q_b, k_b, v_b = (piece.gather(gather, 0, q_flat), piece.gather(gather, 1, k_flat, keys=True),
                          piece.gather(gather, 2, v_flat, keys=True))
         if partials is None:  # the identity: this piece's backward with the merged output and lse

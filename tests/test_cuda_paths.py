@@ -94,6 +94,46 @@ def test_every_backend_backward_uses_the_given_out_and_lse(standins):
             torch.testing.assert_close(g.float(), w.float(), rtol=2e-2, atol=2e-2)
 
 
+def test_the_efficient_backward_gets_out_in_the_kernels_layout(standins):
+    """kernel_backward.h reads out as (B, L, H, D) rows (o_strideM == H * D). An out laid out as
+    (B, H, L, D) with H > 1 is refused by the stand-in; TorchEfficient.backward restores the
+    layout, and its gradients are the math path's."""
+    q, k, v, dout = (torch.randn(2, 3, 24, 8, dtype=torch.bfloat16) for _ in range(4))
+    kernel = backends.BACKENDS["torch_efficient"]
+    out, lse = kernel.forward(q, k, v, True, None)
+    bhld = out.contiguous()  # (B, H, L, D) memory: strideM = D, not H * D
+    padded = torch.nn.functional.pad(lse, (0, 8)).contiguous()
+    with pytest.raises(RuntimeError, match="o_strideM"):
+        kernels.sdpa_efficient_backward(dout, q, k, v, None, bhld, padded, None, None, 0.0,
+                                        [True, True, True, False], True)
+    got = kernel.backward(dout, q, k, v, bhld, lse, True, None)
+    want = backends.Math().backward(dout, q, k, v, bhld, lse, True, None)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.float(), w.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_the_math_fallback_bounds_its_scores_per_call():
+    """A kernel that materialises its scores (the math backend, 16 bytes a pair) gets at most
+    WORKSPACE_BYTES of them per call, on CUDA too (CHUNK_ROWS alone let it build 4M x 2048 scores,
+    34 GB); the fused kernels keep CHUNK_ROWS' chunks; the result is the same either way."""
+    from longnet.block_sparse import CHUNK_ROWS, WORKSPACE_BYTES, plan_chunks
+    from longnet.dilated_attention import dilated_plan
+    from longnet.schedule import DilatedSchedule
+
+    plan = dilated_plan(1 << 17, 1, DilatedSchedule([2048], [1]), True, torch.device("cpu"))
+    cuda = torch.device("cuda")  # only its type is read
+    for pair_bytes in (0, backends.Math.bytes_per_pair):
+        chunks = [c for _, c in plan_chunks(plan, 1, cuda, None, pair_bytes)]
+        rows = max(c.gather_rows.numel() for c in chunks)
+        assert rows <= CHUNK_ROWS["cuda"]
+        if pair_bytes:
+            assert rows * 2048 * pair_bytes <= WORKSPACE_BYTES["cuda"] and len(chunks) > 1
+    q, k, v = (torch.randn(1, 4096, 1, 8) for _ in range(3))
+    from longnet.dilated_attention import dilated_attention
+    torch.testing.assert_close(dilated_attention(q, k, v, [2048], [1], backend="math"),
+                               dilated_attention(q, k, v, [2048], [1]), rtol=1e-4, atol=1e-5)
+
+
 # --- 2. dilated attention end to end on every CUDA backend ----------------------------------------
 
 @pytest.mark.parametrize("name, dtype", KERNEL_CASES)
