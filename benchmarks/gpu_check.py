@@ -8,22 +8,31 @@ Sections (each row: section, case, status ok / FAIL / skip / not run, the number
  1 env       versions, which backends import (and why not), what `auto` picks per dtype / head dim
  2 kernels   every CUDA backend x fp16/bf16/fp32 x causal x L in {1, 17, 64, 300, 2048} x D in
              {64, 128}: out, lse, dq, dk, dv against float64 on the same rounded inputs; passes when
-             its error is at most 2x that of the same-dtype math path (flash-attention's test rule);
+             its error is at most 2x that of the same-dtype PyTorch reference without upcasting
+             (flash-attention's test rule: its attention_ref(upcast=False); see _same_dtype_run);
              every backend against every other; backward with a given (shifted) lse, as the merged
              identity needs; a head dim no flash kernel takes (12) must fall back cleanly
  3 grid      a 65,536+-block kernel batch (one-row blocks) through each CUDA backend
  4 dilated   N in {300, 4099, 32768}, the paper's and a short schedule, causal and not, exact_grad
              on and off, with gradients, against the float64 definition; decoding equals the forward
  5 baselines every variant against its own mask; Longformer's flash-attn window path vs block-sparse
- 6 latency   bf16 fwd and fwd+bwd of vanilla, longnet, sparse_fixed at N = 32K, 256K, 1M (H = 12,
-             D = 64): ms, TFLOP/s (attended pairs, longnet.flops), peak memory, beside dense FA2 on
-             one causal block of the same length and a timed bf16 matmul peak
+ 6 speed     the speed target: LongNet's bf16 fwd+bwd at N = 32K and 1M (the paper's schedule,
+             extended until a segment covers N, H = 12, D = 64) against dense FA2 on the same block
+             shapes (per branch a batch of N / w blocks of w / r rows): TFLOP/s of each branch's
+             kernel, and LongNet's speed as a fraction of FA2's on those blocks (the time FA2 would
+             take for LongNet's FLOPs / LongNet's time), ok at >= 0.70, else "below"
+ 6 latency   bf16 fwd and fwd+bwd of longnet and sparse_fixed at N = 32K, 256K, 1M and vanilla up
+             to 256K (H = 12, D = 64): ms, TFLOP/s (attended pairs, longnet.flops), peak memory,
+             and a timed bf16 matmul peak
  7 train     20 steps of the tiny LM in bf16: loss finite and falling, MFU below 1
  8 nccl      sequence parallelism over NCCL through torchrun with 2 GPUs ("not run: 1 GPU" else)
  9 decode    per-token decode latency and cache bytes of longnet and vanilla (H = 12, D = 64) at
              64K and 1M tokens of context
 
-Writes gpu_check.csv and gpu_check.json (rows + provenance) under --out/<device name>/.
+Sections run in the order above within --budget-s seconds (default 540): one whose estimate
+(SECTION_S, scaled down by --quick) would overrun is a "skip" row saying so. gpu_check.csv and
+gpu_check.json (rows, provenance with the library versions) under --out/<device name>/ are
+rewritten after every section, so a run stopped at a time limit leaves every finished row.
 """
 from __future__ import annotations
 
@@ -48,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 import baselines  # noqa: E402
 from analysis.io import write_csv, write_text  # noqa: E402
 from longnet import backends, dilated_attention  # noqa: E402
-from longnet.schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS  # noqa: E402
+from longnet.schedule import PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedule  # noqa: E402
 from longnet.provenance import device_name, provenance  # noqa: E402
 from longnet.reference import reference_dilated_attention  # noqa: E402
 from longnet.timing import matmul_peak_flops, time_ms  # noqa: E402
@@ -106,6 +115,22 @@ def _kernel_run(kernel, q, k, v, dout, causal, given_lse_shift=0.0):
     return [out, lse, *grads]
 
 
+def _same_dtype_run(q, k, v, dout, causal):
+    """flash-attention's own test baseline (its attention_ref with upcast=False): softmax
+    attention through autograd with every product in the input dtype, as a kernel that keeps its
+    probabilities and their gradients in that dtype computes it. The float32 math path rounds
+    once at the end, a stricter bar than any such kernel (the CPU flash kernel's fp16 dk / dv
+    errors are 2-5x the math path's, about 1 ulp, and within 2x this baseline's)."""
+    q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if causal:
+        visible = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~visible, float("-inf"))
+    out = torch.softmax(scores, dim=-1) @ v
+    out.backward(dout)
+    return [out, torch.logsumexp(scores.float(), dim=-1), q.grad, k.grad, v.grad]
+
+
 def check_kernels(report, device, names, lengths, head_dims):
     math_kernel = backends.BACKENDS["math"]
     results = {}
@@ -117,7 +142,7 @@ def check_kernels(report, device, names, lengths, head_dims):
                     base = [torch.randn(2, 3, length, head_dim, generator=gen) for _ in range(4)]
                     rounded = [x.to(device, dtype) for x in base]  # the same rounded inputs for all
                     want = _kernel_run(math_kernel, *(x.double() for x in rounded), causal)
-                    ref_err = errors(_kernel_run(math_kernel, *rounded, causal), want)
+                    ref_err = errors(_same_dtype_run(*rounded, causal), want)
                     for name in names:
                         kernel = backends.BACKENDS[name]
                         case = f"{name} {str(dtype)[6:]} causal={causal} L={length} D={head_dim}"
@@ -129,9 +154,9 @@ def check_kernels(report, device, names, lengths, head_dims):
                             bad = [i for i, (e, r) in enumerate(zip(err, ref_err)) if e > 2 * r + ULP[dtype]]
                             results[(name, dtype, causal, length, head_dim)] = got
                             report.add("kernels", case, "FAIL" if bad else "ok",
-                                       "" if not bad else "over 2x math: " + ", ".join(
+                                       "" if not bad else "over 2x the same-dtype reference: " + ", ".join(
                                            ["out", "lse", "dq", "dk", "dv"][i] for i in bad),
-                                       max_abs_error=max(err), math_error=max(ref_err))
+                                       max_abs_error=max(err), reference_error=max(ref_err))
     # every backend against every other, on the cases both ran
     for (name, *key), got in results.items():
         for (other, *key2), got2 in results.items():
@@ -256,8 +281,75 @@ def check_baselines(report, device, n=300):
 
 # 6 ------------------------------------------------------------------------------------------------
 
+SPEED_GOAL = 0.70  # LongNet's speed as a fraction of dense FA2's on the same blocks
+
+
+def check_speed(report, device, lengths, dtype, repeats, schedule=None, standins=False):
+    """The speed target: per branch of the paper's schedule at N, dense FA2 (the auto kernel) on
+    that branch's blocks, fwd+bwd; then LongNet's fwd+bwd and its speed as a fraction of the
+    time FA2 needs for the same pairs."""
+    from longnet.schedule import paper_schedule
+
+    heads, head_dim = 12, 64
+    kernel = backends.get_backend("auto", device, dtype, head_dim)
+    note = " (stand-in kernels: not a measurement)" if standins else ""
+    for n in lengths:
+        plan = paper_schedule(n) if schedule is None else schedule.extended_to(n)
+        ideal_s, total_flops, measured = 0.0, 0.0, 0
+        for branch in plan.branches:
+            case = f"fa2 blocks N={n} w={branch.segment_length} r={branch.dilation_rate}"
+            with report.section("speed", case):
+                w = min(branch.segment_length, n)
+                rows = -(-w // branch.dilation_rate)
+                blocks = max(1, n // w)
+                x = [torch.randn(blocks, heads, rows, head_dim, device=device, dtype=dtype)
+                     for _ in range(4)]
+
+                def step():
+                    out, lse = kernel.forward(*x[:3], True, None)
+                    kernel.backward(x[3], *x[:3], out, lse, True, None)
+                stats = time_ms(step, device, warmup=1, repeats=repeats)
+                kernel_flops = 3.5 * 4 * head_dim * heads * blocks * rows * (rows + 1) / 2
+                rate = kernel_flops / (stats["median_ms"] * 1e-3)
+                branch_flops = 3.5 * 4 * head_dim * sum(
+                    branch.pairs(n, h, causal=True) for h in range(heads))
+                ideal_s += branch_flops / rate
+                total_flops += branch_flops
+                measured += 1
+                report.add("speed", case, "ok", kernel.name + note, ms=stats["median_ms"],
+                           tflops=rate / 1e12, blocks=blocks, rows=rows)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        case = f"longnet N={n} fwd+bwd vs fa2 blocks"
+        with report.section("speed", case):
+            if measured < len(plan.branches):
+                raise RuntimeError("a block-shape row failed: no ratio")
+            attn = baselines.build("longnet", num_heads=heads, segment_lengths=list(
+                plan.segment_lengths), dilation_rates=list(plan.dilation_rates))
+            x = [torch.randn(1, n, heads, head_dim, device=device, dtype=dtype, requires_grad=True)
+                 for _ in range(3)]
+            dout = torch.randn_like(x[0])
+
+            def step():
+                attn(*x, causal=True).backward(dout)
+                for t in x:
+                    t.grad = None
+            stats = time_ms(step, device, warmup=1, repeats=repeats)
+            fraction = ideal_s / (stats["median_ms"] * 1e-3)
+            status = "ok" if fraction >= SPEED_GOAL else "below"
+            report.add("speed", case, status,
+                       f"{fraction:.2f} of FA2's speed on its blocks (goal {SPEED_GOAL}){note}",
+                       ms=stats["median_ms"], tflops=total_flops / (stats["median_ms"] * 1e-3) / 1e12,
+                       fraction_of_fa2=fraction, peak_mem_gb=_peak_bytes(device) / 1e9)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 def _peak_bytes(device):
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else float("nan")
+
+
+VANILLA_MAX_N = 262_144
 
 
 def check_latency(report, device, lengths, dtype, repeats, standins=False):
@@ -267,35 +359,26 @@ def check_latency(report, device, lengths, dtype, repeats, standins=False):
     for n in lengths:
         for mode in ("fwd", "fwd+bwd"):
             grad = mode == "fwd+bwd"
-            for name in ("dense_fa2_block", "vanilla", "longnet", "sparse_fixed"):
+            for name in ("vanilla", "longnet", "sparse_fixed"):
+                if name == "vanilla" and n > VANILLA_MAX_N:
+                    continue  # quadratic: 1M would take minutes of the budget (speed has FA2)
                 case = f"{name} N={n} {mode}"
                 with report.section("latency", case):
-                    if name == "dense_fa2_block":
-                        kernel = backends.get_backend("auto", device, dtype, head_dim)
-                        flops = 4 * heads * head_dim * n * (n + 1) / 2  # causal pairs x 4D
-                        x = [torch.randn(1, heads, n, head_dim, device=device, dtype=dtype) for _ in range(4)]
+                    attn = baselines.build(name, num_heads=heads)
+                    flops = float(attn.flops(n, head_dim, causal=True))
+                    x = [torch.randn(1, n, heads, head_dim, device=device, dtype=dtype, requires_grad=grad)
+                         for _ in range(3)]
+                    dout = torch.randn_like(x[0])
 
-                        def step():
-                            out, lse = kernel.forward(*x[:3], True, None)
-                            if grad:
-                                kernel.backward(x[3], *x[:3], out, lse, True, None)
-                        label = kernel.name
-                    else:
-                        attn = baselines.build(name, num_heads=heads)
-                        flops = float(attn.flops(n, head_dim, causal=True))
-                        x = [torch.randn(1, n, heads, head_dim, device=device, dtype=dtype, requires_grad=grad)
-                             for _ in range(3)]
-                        dout = torch.randn_like(x[0])
-
-                        def step():
-                            if grad:
-                                attn(*x, causal=True).backward(dout)
-                                for t in x:
-                                    t.grad = None
-                            else:
-                                with torch.no_grad():
-                                    attn(*x, causal=True)
-                        label = ""
+                    def step():
+                        if grad:
+                            attn(*x, causal=True).backward(dout)
+                            for t in x:
+                                t.grad = None
+                        else:
+                            with torch.no_grad():
+                                attn(*x, causal=True)
+                    label = ""
                     if grad:
                         flops *= 3.5  # forward + backward (2.5x: dS, dQ, dK, dV and the recompute)
                     if device.type == "cuda":
@@ -389,6 +472,43 @@ def check_nccl(report, device, quick):
                    ms=float(row["median_ms"]), max_abs_error=err)
 
 
+# Sections in order of value, with what each takes on one H100 (seconds, estimated from their
+# sizes: the budget's guide, not a measurement); --quick runs each in a fraction of that.
+SECTION_S = {"env": 5, "kernels": 60, "dilated": 60, "speed": 60, "latency": 120, "train": 30,
+             "baselines": 20, "grid": 10, "decode": 40, "nccl": 60}
+QUICK_FRACTION = 0.05
+QUICK_SCHEDULE = DilatedSchedule([128, 256], [1, 2])  # --quick: extended to its N (1024)
+
+
+def versions(device) -> dict:
+    """The library versions a GPU result depends on: torch, CUDA, cuDNN, flash-attn, xformers,
+    the NVIDIA driver and the GPU (None where absent)."""
+    found = {"torch": torch.__version__, "cuda": torch.version.cuda,
+             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+             "gpu": device_name(device)}
+    for module in ("flash_attn", "xformers"):
+        backend = next((b for b in backends.BACKENDS.values() if b.module and
+                        b.module.split(".")[0] == module), None)
+        imported = backend is not None and backend.import_error() is None
+        found[module] = getattr(sys.modules.get(module), "__version__", "?") if imported else None
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        found["driver"] = smi.stdout.strip().splitlines()[0] if smi.returncode == 0 and smi.stdout.strip() else None
+    except (OSError, subprocess.TimeoutExpired):
+        found["driver"] = None
+    return {f"version_{key}": value for key, value in found.items()}
+
+
+def write_results(report, out: Path, prov: dict, began: float) -> None:
+    """gpu_check.csv and .json with every row so far (each file written atomically)."""
+    import pandas as pd
+    frame = pd.DataFrame(report.rows)
+    write_csv(frame.assign(**prov), out / "gpu_check.csv")
+    write_text(json.dumps(dict(provenance=prov, wall_s=time.perf_counter() - began, rows=report.rows),
+                          indent=1, default=str), out / "gpu_check.json")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes; on a CPU, under 2 minutes")
@@ -396,8 +516,10 @@ def main(argv=None) -> int:
                         help="route the CUDA backends through longnet/cuda_standins.py (CPU only)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "gpu")
-    parser.add_argument("--sections", nargs="+", default=["env", "kernels", "grid", "dilated", "baselines",
-                                                           "latency", "train", "nccl", "decode"])
+    parser.add_argument("--sections", nargs="+", default=list(SECTION_S), choices=list(SECTION_S),
+                        help="in order of value; default all")
+    parser.add_argument("--budget-s", type=float, default=540,
+                        help="skip a section whose estimate would overrun this many seconds")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.standins and device.type != "cpu":
@@ -419,6 +541,11 @@ def main(argv=None) -> int:
                                              torch.float32 if device.type == "cpu" else torch.bfloat16,
                                              *((4, 32) if args.quick else (8, 64))),
             "baselines": lambda: check_baselines(report, device, n=96 if args.quick else 300),
+            "speed": lambda: check_speed(report, device, [1024] if args.quick else [32_768, 1_048_576],
+                                         torch.float32 if device.type == "cpu" else torch.bfloat16,
+                                         repeats=1 if args.quick else 3,
+                                         schedule=QUICK_SCHEDULE if args.quick else None,
+                                         standins=args.standins),
             "latency": lambda: check_latency(report, device, [1024] if args.quick else [32_768, 262_144, 1_048_576],
                                              torch.float32 if device.type == "cpu" else torch.bfloat16,
                                              repeats=1 if args.quick else 3, standins=args.standins),
@@ -427,21 +554,26 @@ def main(argv=None) -> int:
             "decode": lambda: check_decode(report, device, [4096] if args.quick else [65_536, 1_048_576],
                                            torch.float32 if device.type == "cpu" else torch.bfloat16),
         }
+        label = re.sub(r"[^A-Za-z0-9]+", "-", device_name(device)).strip("-").lower()
+        if args.quick or args.standins:
+            label += "-quick" + ("-standins" if args.standins else "")
+        out = args.out / label
+        prov = provenance(vars(args) | {"out": str(args.out)}, device=device) | versions(device)
         for name in args.sections:
-            started = time.perf_counter()
-            sections[name]()
-            print(f"[gpu_check] {name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+            estimate = SECTION_S[name] * (QUICK_FRACTION if args.quick else 1)
+            left = args.budget_s - (time.perf_counter() - began)
+            if estimate > left:
+                report.add(name, "(section)", "skip", f"skipped: budget ({left:.0f} s left of "
+                           f"--budget-s {args.budget_s:g}, the section takes ~{estimate:.0f} s)")
+            else:
+                started = time.perf_counter()
+                sections[name]()
+                print(f"[gpu_check] {name}: {time.perf_counter() - started:.1f} s", file=sys.stderr,
+                      flush=True)
+            write_results(report, out, prov, began)  # after every section: a stopped run keeps it
 
     import pandas as pd
     frame = pd.DataFrame(report.rows)
-    label = re.sub(r"[^A-Za-z0-9]+", "-", device_name(device)).strip("-").lower()
-    if args.quick or args.standins:
-        label += "-quick" + ("-standins" if args.standins else "")
-    out = args.out / label
-    prov = provenance(vars(args) | {"out": str(args.out)}, device=device)
-    write_csv(frame.assign(**prov), out / "gpu_check.csv")
-    write_text(json.dumps(dict(provenance=prov, wall_s=time.perf_counter() - began, rows=report.rows),
-                          indent=1, default=str), out / "gpu_check.json")
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
         print(frame.astype(object).fillna("").to_string(index=False))
     failed = int((frame["status"] == "FAIL").sum())

@@ -188,7 +188,7 @@ def sdpa_efficient_backward(grad_out_, query, key, value, attn_bias, out, logsum
     _require(heads <= 1 or logsumexp.stride(1) % 8 == 0, "LSE is not correctly aligned (strideH)", BWD_CHECK)
     _require(batch <= 1 or logsumexp.stride(0) % 8 == 0, "LSE is not correctly aligned (strideB)", BWD_CHECK)
     _require(out.shape == query.shape[:3] + value.shape[3:] and out.stride(3) == 1
-             and out.stride(2) == heads * value.shape[3],
+             and (length == 1 or out.stride(2) == heads * value.shape[3]),  # one row: never stepped
              "out must be laid out as the forward returns it, (B, L, H, D) rows: o_strideM == "
              "head_dim_value * num_heads", BWD_CHECK)
     lse = logsumexp[..., :length]
