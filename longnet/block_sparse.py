@@ -332,6 +332,10 @@ class _BlockSparseFunction(torch.autograd.Function):
         flats = [x.reshape(batch, n * heads, dim) for x in (q, k, v)]
         out, lse, partials = block_sparse_forward(*flats, plan, scale, backend, keep_partials=not exact_grad)
         out = out.to(q.dtype)
+        # a query row holding a NaN gives NaN, as the definition does, whatever the kernel (torch's
+        # CPU flash kernel returns 0.0 there): one pass over q, no host sync
+        out.narrow(1, 0, n * heads).masked_fill_(torch.isnan(flats[0]).any(-1, keepdim=True),
+                                                 float("nan"))
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.partials = None if exact_grad else partials  # kept, so retain_graph backward works
         ctx.config = (plan, scale, backend)

@@ -410,3 +410,19 @@ def test_a_cut_or_repeated_training_row_is_refused():
         for leftover in tmp.iterdir():
             leftover.unlink()
         tmp.rmdir()
+
+
+@pytest.mark.parametrize("backend", ["torch_cpu", "math"])
+def test_a_nan_query_row_gives_nan_on_every_backend(backend):
+    """The definition's output at a query row holding a NaN is NaN; torch's CPU flash kernel
+    returned exactly 0.0 there. Every other row is untouched."""
+    from longnet.dilated_attention import dilated_attention
+
+    q, k, v = (torch.randn(1, 32, 2, 8) for _ in range(3))
+    clean = dilated_attention(q, k, v, [8, 16], [1, 2], backend=backend)
+    q[0, 5, 1, 3] = float("nan")
+    out = dilated_attention(q, k, v, [8, 16], [1, 2], backend=backend)
+    assert torch.isnan(out[0, 5, 1]).all()
+    others = torch.ones(32, 2, dtype=torch.bool)
+    others[5, 1] = False
+    assert torch.equal(out[0][others], clean[0][others])
