@@ -6,14 +6,16 @@ Inside that window the attention is `inner`'s, a registered variant with `inner_
 baseline), run on each window of two blocks [(i-1) * block, (i+1) * block) with block i's
 outputs kept (block 0 alone). The LongNet paper evaluates models beyond their training length
 this way (section 4.2), with block = the training length (longnet.evaluate's "blockwise_causal"
-evaluation). Cost O(N * block) for the dense inner; twice the inner's cost at 2 * block per block
-otherwise (every window's first block is computed and dropped).
+evaluation). The dense inner runs on the block-sparse engine (each block against itself and
+against the previous block, merged by log-sum-exp), so on fused kernels: cost O(N * block). A
+windowed inner costs twice the inner's at 2 * block per block (every window's first block is
+computed and dropped).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from baselines._blocks import BlockSparseVariant, flat_rows, group_blocks
 from longnet.flops import attention_flops, causal_pairs
 from longnet.kv_cache import RowCache
 from longnet.variants import (AttentionVariant, build, check, check_flops_args, check_positive_int,
@@ -21,7 +23,7 @@ from longnet.variants import (AttentionVariant, build, check, check_flops_args, 
 
 
 @register("blockwise_causal")
-class BlockwiseCausal(AttentionVariant):
+class BlockwiseCausal(BlockSparseVariant, AttentionVariant):
     small_params = ({"block": 8}, {"block": 5},
                     {"block": 8, "inner": "longnet",
                      "inner_params": {"segment_lengths": [4, 8], "dilation_rates": [1, 2]}},
@@ -48,33 +50,28 @@ class BlockwiseCausal(AttentionVariant):
         w = self.block
         return [(max(0, lo - w), min(lo + w, n), lo - max(0, lo - w)) for lo in range(0, n, w)]
 
+    def build_pieces(self, n: int, causal: bool):
+        """Dense inner, on the block-sparse engine (fused kernels): per head, each block against
+        itself (causal or full) and each block after the first against the whole previous block
+        (every key before every query: a full block), merged by log-sum-exp."""
+        w, heads = self.block, self.num_heads
+        starts = range(0, n, w)
+        own, previous = [], []
+        for h in range(heads):
+            for lo in starts:
+                rows = flat_rows(torch.arange(lo, min(lo + w, n)), h, heads)
+                own.append((rows, rows))
+                if lo:
+                    previous.append((rows, flat_rows(torch.arange(lo - w, lo), h, heads)))
+        return group_blocks(own, causal) + group_blocks(previous, False)
+
     def forward(self, q, k, v, causal=True):
+        if self._dense:
+            return BlockSparseVariant.forward(self, q, k, v, causal)
         self.check_inputs(q, k, v)
-        if not self._dense:
-            outs = [self.inner_variant(q[:, a:b], k[:, a:b], v[:, a:b], causal=causal)[:, keep:]
-                    for a, b, keep in self._windows(q.shape[1])]
-            return torch.cat(outs, dim=1)
-        n, w = q.shape[1], self.block
-        nb = -(-n // w)
-        pad = nb * w - n  # padded rows come after every real query; their keys are masked below
-
-        def blocks(x):  # (B, N, H, D) -> (B, H, nb, w, D)
-            return F.pad(x.transpose(1, 2), (0, 0, 0, pad)).unflatten(2, (nb, w))
-
-        qb, kb, vb = blocks(q), blocks(k), blocks(v)
-        # keys of block i: block i-1 then block i (block -1 is zeros, masked out below)
-        kk = torch.cat((F.pad(kb, (0, 0, 0, 0, 1, 0))[:, :, :-1], kb), dim=3)
-        vv = torch.cat((F.pad(vb, (0, 0, 0, 0, 1, 0))[:, :, :-1], vb), dim=3)
-        i = torch.arange(w, device=q.device)[:, None]
-        j = torch.arange(2 * w, device=q.device)[None, :]
-        allowed = (j <= i + w) if causal else torch.ones(w, 2 * w, dtype=torch.bool,
-                                                           device=q.device)
-        mask = allowed.expand(nb, w, 2 * w).clone()
-        mask[0, :, :w] = False  # the first block has no previous block
-        if pad:
-            mask[-1, :, 2 * w - pad:] = False  # padded keys (causal masking already hides them)
-        out = F.scaled_dot_product_attention(qb, kk, vv, attn_mask=mask)
-        return out.flatten(2, 3)[:, :, :n].transpose(1, 2)
+        outs = [self.inner_variant(q[:, a:b], k[:, a:b], v[:, a:b], causal=causal)[:, keep:]
+                for a, b, keep in self._windows(q.shape[1])]
+        return torch.cat(outs, dim=1)
 
     def mask(self, n, causal=True):
         """Dense inner: the mask; a windowed inner: None (each window's dropped first block is
