@@ -317,6 +317,29 @@ CUDA_BACKENDS = ("flash_attn", "torch_flash", "xformers", "torch_efficient")
 
 
 @contextlib.contextmanager
+def standin_packages():
+    """Only the packages: the stand-in flash_attn and xformers modules importable under their
+    real names, every backend's device type and torch's own kernels left as they are. What a
+    machine with flash-attn and xformers installed looks like to the backend choice (tests of
+    `auto` run once without and once with them)."""
+    saved_modules = {name: sys.modules.get(name) for name in _modules()}
+    saved = {name: backends.BACKENDS[name]._import_error for name in CUDA_BACKENDS}
+    try:
+        sys.modules.update(_modules())
+        for name in CUDA_BACKENDS:
+            backends.BACKENDS[name]._import_error = backends._UNTRIED
+        yield
+    finally:
+        for name, error in saved.items():
+            backends.BACKENDS[name]._import_error = error
+        for name, module in saved_modules.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+@contextlib.contextmanager
 def cuda_standins():
     """Route the CUDA backends to the stand-ins on CPU tensors (see the module docstring)."""
     saved_modules = {name: sys.modules.get(name) for name in _modules()}

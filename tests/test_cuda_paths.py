@@ -4,8 +4,10 @@ device placement, and the device choices that must come from configuration, not 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import warnings
 from datetime import timedelta
 
@@ -313,15 +315,48 @@ def fake_cuda():
 # what the engine creates (plans, index tensors, backend choice) and the forwards that need no
 # copy_; the gathers themselves run in the stand-in tests above, on the same code.
 
-def test_dilated_plans_and_backend_choice_on_cuda(fake_cuda):
+def expected_auto(dtype, head_dim) -> str:
+    """What `auto` must pick on CUDA, from what imports here, written out from the kernels' own
+    rules: flash-attn, then torch's flash kernel (half types, head dim a multiple of 8, <= 256),
+    then xformers, then torch's mem-efficient kernel (head dim a multiple of 8 for half types,
+    4 for float32), then the math path."""
+    import importlib.util
+    half = dtype in (torch.float16, torch.bfloat16)
+    flash_ok = half and head_dim % 8 == 0 and head_dim <= 256
+    efficient_ok = head_dim % (8 if half else 4) == 0
+
+    def importable(name):
+        return name in sys.modules or importlib.util.find_spec(name) is not None
+    for name, ok in (("flash_attn", flash_ok and importable("flash_attn")), ("torch_flash", flash_ok),
+                     ("xformers", efficient_ok and importable("xformers")),
+                     ("torch_efficient", efficient_ok)):
+        if ok:
+            return name
+    return "math"
+
+
+CHOICES = [(dtype, d) for dtype in (torch.bfloat16, torch.float16, torch.float32) for d in (64, 12, 260)]
+
+
+@pytest.mark.parametrize("packages", ["as installed", "flash_attn and xformers importable"])
+def test_dilated_plans_and_backend_choice_on_cuda(fake_cuda, packages):
+    """The choice holds on every machine the suite supports: computed from what imports, and
+    once more with stand-in flash_attn and xformers modules importable under their real names
+    (what a GPU box with both installed looks like)."""
+    from longnet.cuda_standins import standin_packages
     from longnet.dilated_attention import dilated_plan
     cuda = torch.device("cuda", 0)
     plan = dilated_plan(100, 4, DilatedSchedule((16, 32, 64), (1, 2, 4)), True, cuda)
     tensors = [t for p in plan.prepared for t in (p.gather_rows, p.scatter_rows, p.k_rows)]
     assert tensors and all(t.device == cuda for t in tensors)
-    for dtype, want in ((torch.bfloat16, "torch_flash"), (torch.float32, "torch_efficient")):
-        assert backends.get_backend("auto", cuda, dtype, 64).name == want
-    assert backends.get_backend("auto", cuda, torch.bfloat16, 12).name == "math"  # no kernel takes it
+    with standin_packages() if packages != "as installed" else contextlib.nullcontext():
+        for dtype, head_dim in CHOICES:
+            assert backends.get_backend("auto", cuda, dtype, head_dim).name == \
+                expected_auto(dtype, head_dim), (dtype, head_dim)
+        if packages != "as installed":
+            assert backends.get_backend("auto", cuda, torch.bfloat16, 64).name == "flash_attn"
+            assert backends.get_backend("auto", cuda, torch.float32, 64).name == "xformers"
+    assert backends.get_backend("auto", cuda, torch.bfloat16, 12).name == expected_auto(torch.bfloat16, 12)
 
 
 def test_vanilla_forward_on_cuda(fake_cuda):
