@@ -209,6 +209,7 @@ def readme_example() -> tuple[str, str]:
     return found.group(1), found.group(2)
 
 
+@pytest.mark.slow
 def test_readme_example_drops_in_with_no_other_change(tmp_path):
     file_name, code = readme_example()
     copy = tmp_path / "baselines"

@@ -21,6 +21,7 @@ def planned_outputs(stdout: str) -> set[str]:
 
 
 @pytest.mark.parametrize("text", ["{}\n", "# nothing but a comment\n{}\n"])
+@pytest.mark.slow
 def test_an_empty_configuration_file_is_an_error_naming_it(text, tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text(text)
@@ -31,6 +32,7 @@ def test_an_empty_configuration_file_is_an_error_naming_it(text, tmp_path):
 
 
 @pytest.mark.parametrize("text", ["", "[1, 2]\n", "just a string\n"])
+@pytest.mark.slow
 def test_a_configuration_file_that_is_not_a_mapping_is_refused(text, tmp_path):
     """Snakemake refuses these itself, before the Snakefile is read (its message does not name
     the file); what matters here is that none of them plans or runs a job."""
@@ -42,6 +44,7 @@ def test_a_configuration_file_that_is_not_a_mapping_is_refused(text, tmp_path):
     assert "keys at top level" in run.stdout + run.stderr
 
 
+@pytest.mark.slow
 def test_the_documented_site_resources_override_runs_on_the_default_configuration(tmp_path):
     """workflow/README.md: `--config site_resources=my-site/site_resources.yaml` with no
     --configfile is the default configuration with that one key changed."""

@@ -39,6 +39,7 @@ QUOTED_ONLY = {"work_dir": "runs/inj$(touch$IFS'MARK')w",
                "results_dir": "runs/r;touch$IFS'MARK';#"}
 
 
+@pytest.mark.slow
 def test_shell_metacharacters_in_paths_reach_no_shell_in_a_real_run(tmp_path):
     """A real (not dry) run of a shell rule (sequence_parallel: torchrun, writing {output} under
     work_dir and {log} under results_dir) with both hostile folders: it runs, writes its output
@@ -56,6 +57,7 @@ def test_shell_metacharacters_in_paths_reach_no_shell_in_a_real_run(tmp_path):
     ("work_dir", "runs/inj$(touch MARK)w"),
     ("results_dir", "runs/r; touch MARK; #"),
 ])
+@pytest.mark.slow
 def test_injection_strings_are_refused_before_any_job_runs(key, value, tmp_path):
     """The strings of issue 24, in a real run of a cheap target: refused at load, naming the key;
     no job ran (no marker, no output folder)."""

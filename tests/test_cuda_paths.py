@@ -257,6 +257,7 @@ def _sequence_parallel_rank(rank, world, port, path):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_sequence_parallel_through_flash_standins(tmp_path):
     import socket
     with socket.socket() as s:

@@ -176,6 +176,7 @@ def test_environment_checks_where_the_jobs_run(monkeypatch):
         check_config(broken({"data.tokenizer": "cl100k_base", "data.max_bytes": 10 ** 6}))
 
 
+@pytest.mark.slow
 def test_a_broken_key_stops_the_real_workflow_before_any_job(tmp_path):
     """End to end: snakemake itself (not a dry run) refuses the typo, and nothing is created."""
     config = tmp_path / "bad.yaml"

@@ -19,6 +19,7 @@ def test_gpu_check_passes_on_this_gpu(tmp_path):
     assert _gpu_check().main(["--device", "cuda", "--out", str(tmp_path)]) == 0
 
 
+@pytest.mark.slow
 def test_gpu_check_quick_runs_on_cpu_with_standins(tmp_path):
     """The script cannot rot unnoticed: its quick form runs every section on the CPU, the CUDA
     backends through the stand-ins, and every check passes."""

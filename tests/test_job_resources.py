@@ -148,6 +148,7 @@ def dry_run(tmp_path, *args):
                            *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_site_file_given_on_the_command_line_caps_every_planned_job(tmp_path):
     (tmp_path / "site.yaml").write_text("max_mem_mb: 1700\nmax_runtime: 20\n")
     run = dry_run(tmp_path, "--config", "site_resources=site.yaml")
@@ -166,6 +167,7 @@ def _values(stdout, key):
             for part in line.split(", ") if part.strip().startswith(f"{key}=")]
 
 
+@pytest.mark.slow
 def test_a_broken_site_file_or_a_cap_torchrun_exceeds_is_refused_at_load(tmp_path):
     (tmp_path / "site.yaml").write_text("max_memory_mb: 1700\n")
     run = dry_run(tmp_path, "--config", "site_resources=site.yaml")

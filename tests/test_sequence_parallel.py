@@ -127,6 +127,7 @@ def test_uneven_length_is_a_clear_error(ranks):
     assert "N=50" in message and "P=4" in message
 
 
+@pytest.mark.slow
 def test_benchmark_command_line_writes_the_csv_and_fits_the_link(tmp_path):
     """benchmarks/sequence_parallel.py under torchrun, as the pipeline's sequence_parallel rule runs it."""
     import subprocess

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from longnet.io import is_temporary
@@ -49,6 +50,7 @@ def snakemake(*args, cwd):
                            *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_the_next_run_removes_a_killed_writes_temporary_and_nothing_else(tmp_path):
     config = yaml.safe_load(yaml.safe_dump(SMOKE))
     config["distributed"]["world_sizes"] = [1]

@@ -168,6 +168,7 @@ def test_gradient_accumulation_and_constant_tokens_per_step(corpus, tmp_path):
     assert tokens == [256, 512, 768]
 
 
+@pytest.mark.slow
 def test_ddp_on_cpu_matches_one_process(corpus, tmp_path):
     cfg = dict(BASE, steps=2, eval_every=0)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))

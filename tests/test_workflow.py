@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # Snakemake runs end to end
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "workflow" / "configs"
 SMOKE = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
