@@ -21,6 +21,7 @@ import hashlib
 import json
 import pickle
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -70,8 +71,14 @@ def save_checkpoint(state: dict, path) -> None:
     """torch.save `state` (plain data, see check_plain) to `path` atomically, then its sidecar."""
     check_plain(state)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as error:  # torch reports a full disk as "basic_ios::clear"
+        free = shutil.disk_usage(path.parent).free if path.parent.exists() else None
+        raise OSError(f"could not write checkpoint {path} ({error}); "
+                      f"{'free space there: ' + format(free, ',') + ' bytes; ' if free is not None else ''}"
+                      "is the disk full? The previous checkpoint is kept") from error
     write_text(json.dumps(_digest(path)) + "\n", sidecar_path(path))
 
 

@@ -282,6 +282,14 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_and_no_temporary(tmp_
     monkeypatch.setattr(checkpoint.torch, "save", disk_full)
     with pytest.raises(OSError, match="No space"):
         checkpoint.save_checkpoint({"step": 4}, path)
+
+    def torch_full_disk(obj, target):  # what torch.save raises on a full disk
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0: "
+                           "basic_ios::clear: iostream error")
+    monkeypatch.setattr(checkpoint.torch, "save", torch_full_disk)
+    with pytest.raises(OSError, match=r"could not write checkpoint .*checkpoint_last\.pt.*"
+                                      r"free space there: [\d,]+ bytes; is the disk full"):
+        checkpoint.save_checkpoint({"step": 4}, path)
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pt",
                                                           "checkpoint_last.pt.sha256"]
