@@ -292,9 +292,11 @@ def check_same_corpus(recorded: dict, data_dir, what: str) -> None:
                          "again on this corpus")
 
 
-def load_split(data_dir, split="train") -> np.memmap:
+def load_split(data_dir, split="train", verify: bool = False) -> np.memmap:
     """The packed tokens of one split, memory-mapped read-only; a file whose size is not the
-    manifest's token count (cut, or from another corpus) is refused, naming it."""
+    manifest's token count (cut, or from another corpus) is refused, naming it, and with verify
+    one whose sha256 is not the manifest's (training and evaluation verify what they read: one
+    pass over the file, about a second per GB)."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not known; allowed: {', '.join(SPLITS)}")
     manifest = read_manifest(data_dir)
@@ -307,4 +309,13 @@ def load_split(data_dir, split="train") -> np.memmap:
         raise ValueError(f"{path}: {size} bytes where its manifest records {n} tokens of "
                          f"{dtype.itemsize} bytes ({n * dtype.itemsize}): the corpus is damaged; "
                          "delete the data directory and rerun to tokenize it again")
+    if verify:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != manifest["splits"][split]["sha256"]:
+            raise ValueError(f"{path}: its sha256 is not the one its manifest records: the "
+                             "corpus is damaged; delete the data directory and rerun to tokenize "
+                             "it again")
     return np.memmap(path, dtype=dtype, mode="r", shape=(n,))

@@ -139,7 +139,7 @@ def perplexity(checkpoint, data_dir, eval_lens, max_tokens: int = 65536, split: 
     tokens_evaluated, tokens_seen, seed, split, schedule, widest_segment, + provenance.
     """
     model, state = load_model(checkpoint, device, data_dir)
-    tokens = load_split(data_dir, split)
+    tokens = load_split(data_dir, split, verify=True)
     prov = _provenance(state, kind="perplexity", eval_lens=list(eval_lens), max_tokens=max_tokens,
                        split=split)
     longest = max(eval_lens)
@@ -185,7 +185,7 @@ def context_window(checkpoint, data_dir, prompt_lens, n_final: int = 128, n_wind
     widest_segment, + provenance.
     """
     model, state = load_model(checkpoint, device, data_dir)
-    tokens = load_split(data_dir, split)
+    tokens = load_split(data_dir, split, verify=True)
     longest = max(prompt_lens) + n_final
     if longest + 1 > len(tokens):
         raise ValueError(f"prompt_lens up to {max(prompt_lens)} + n_final={n_final} do not fit "

@@ -353,8 +353,8 @@ def _set_up(tc: TrainConfig, data_dir, out_dir: Path) -> _Run:
     geometry = _batch_geometry(tc, world)
 
     manifest = read_manifest(data_dir)
-    train_tokens = load_split(data_dir, "train")
-    eval_tokens = load_split(data_dir, tc.eval_split)
+    train_tokens = load_split(data_dir, "train", verify=True)
+    eval_tokens = load_split(data_dir, tc.eval_split, verify=True)
 
     torch.manual_seed(tc.seed)
     model_cfg = tc.model_config(manifest["vocab_size"])

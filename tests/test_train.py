@@ -155,6 +155,12 @@ def test_a_cut_split_is_refused_naming_the_file(corpus, tmp_path):
     (cut / "test.bin").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"test\.bin: \d+ bytes where its manifest records"):
         load_split(cut, "test")
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 1  # same size, one token changed
+    (cut / "test.bin").write_bytes(bytes(flipped))
+    load_split(cut, "test")  # the size alone cannot tell
+    with pytest.raises(ValueError, match=r"test\.bin: its sha256 is not the one its manifest records"):
+        load_split(cut, "test", verify=True)
 
 
 def test_gradient_accumulation_and_constant_tokens_per_step(corpus, tmp_path):
