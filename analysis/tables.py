@@ -58,14 +58,15 @@ def read_csv(path) -> pd.DataFrame:
 class InputError(ValueError):
     """A per-job CSV that is not what the configuration says it must hold."""
 
-    def __init__(self, path, problem: str):
+    def __init__(self, path, problem: str, damaged: bool = True):
         super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
+        self.path, self.damaged = Path(path), damaged  # damaged: its content is refused
 
     def set_aside(self) -> str:
-        """Move the refused file aside (to NAME.refused, kept for a look) and say so: the
-        pipeline rebuilds a missing input on its next run (workflow/rules/analysis.smk)."""
-        if not self.path.is_file():
+        """Move a damaged file aside (to NAME.refused, kept for a look) and say so: the pipeline
+        rebuilds a missing input on its next run (workflow/rules/common.smk). A file refused for
+        another reason (the inputs do not match the configuration) stays where it is."""
+        if not (self.damaged and self.path.is_file()):
             return str(self)
         aside = self.path.with_name(self.path.name + ".refused")
         os.replace(self.path, aside)
@@ -95,7 +96,7 @@ def read_checked(path, kind: str, expect: dict | None = None) -> pd.DataFrame:
     """One per-job CSV, refused (InputError naming the file) unless it is whole: a final newline,
     every row as many fields as the header, at least one row, the columns of NUMERIC[kind]
     present and finite, and the rows `expect` asks for (column -> values that must all occur,
-    or a single value every row must have, or {"exactly": values}: each once and no other)."""
+    or a single value every row must have, or {"steps": spec}: each logged step once, no other)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -126,14 +127,21 @@ def read_checked(path, kind: str, expect: dict | None = None) -> pd.DataFrame:
             raise InputError(path, f"column {column} has a value that is not a finite number "
                              f"in row(s) {list(np.flatnonzero(~np.isfinite(values)) + 2)}")
     for column, wanted in (expect or {}).items():
-        if isinstance(wanted, dict):  # {"exactly": values}: each once, no other
+        if isinstance(wanted, dict):  # {"steps": longnet.train.logged_steps spec}: each once
+            from longnet.train import steps_of
+            want = steps_of(wanted["steps"])
             got = pd.to_numeric(df[column], errors="coerce").tolist()
-            if sorted(got) != sorted(wanted["exactly"]):
-                dropped = sorted(set(wanted["exactly"]) - set(got))
-                repeated = sorted({v for v in got if got.count(v) > 1})
-                other = sorted(set(got) - set(wanted["exactly"]))
-                raise InputError(path, f"{column} must be each of {wanted['exactly']} once: "
-                                 f"missing {dropped}, repeated {repeated}, unexpected {other}")
+            if sorted(got) != want:
+                counts = pd.Series(got).value_counts()
+                dropped = sorted(set(want) - set(got))
+                repeated = sorted(counts[counts > 1].index)
+                other = sorted(set(got) - set(want))
+
+                def some(values):
+                    return f"{values[:10]}{' ...' if len(values) > 10 else ''} ({len(values)})"
+                raise InputError(path, f"{column} must be each logged step once ({len(want)} "
+                                 f"rows, {wanted['steps']}): missing {some(dropped)}, repeated "
+                                 f"{some(repeated)}, unexpected {some(other)}")
         elif isinstance(wanted, (list, tuple, set)):
             absent = sorted(set(wanted) - set(df[column]))
             if absent:
@@ -156,7 +164,7 @@ def read_csvs(paths, kind: str | None = None, expect: dict | None = None) -> pd.
         missing = sorted(set(expect) - set(paths))
         if missing:
             raise InputError(missing[0], f"a {kind} input the configuration asks for is not "
-                             "among the inputs")
+                             "among the inputs", damaged=False)
         frames = [read_checked(p, kind, expect.get(p)) for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -649,7 +657,7 @@ def with_train_len(paths, kind: str | None = None, expect: dict | None = None) -
     missing = sorted(set(expect or {}) - set(map(str, paths)))
     if missing:
         raise InputError(missing[0], f"a {kind} input the configuration asks for is not among "
-                         "the inputs")
+                         "the inputs", damaged=False)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -29,7 +29,8 @@ Sections (each row: section, case, status ok / FAIL / skip / not run, the number
  9 decode    per-token decode latency and cache bytes of longnet and vanilla (H = 12, D = 64) at
              64K and 1M tokens of context
 
-Sections run in the order above within --budget-s seconds (default 540): one whose estimate
+Sections run in order of value (SECTION_S: env, kernels, dilated, speed, latency, train,
+baselines, grid, decode, nccl) within --budget-s seconds (default 540): one whose estimate
 (SECTION_S, scaled down by --quick) would overrun is a "skip" row saying so. gpu_check.csv and
 gpu_check.json (rows, provenance with the library versions) under --out/<device name>/ are
 rewritten after every section, so a run stopped at a time limit leaves every finished row.

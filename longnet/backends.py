@@ -257,7 +257,8 @@ class Math(Backend):
 
     name = "math"
     # it materialises its (Lq, Lk) matrices: scores, probabilities and, in the backward, their two
-    # gradients, 4 bytes each in float32: callers bound the blocks per call by it
+    # gradients, 4 bytes each in float32 (the engine doubles it for float64): callers bound the
+    # blocks per call by it
     bytes_per_pair = 16
 
     def _supports(self, dtype, head_dim):

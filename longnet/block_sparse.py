@@ -261,7 +261,7 @@ def block_sparse_forward(q_flat, k_flat, v_flat, plan: Plan, scale: float, backe
     gather = Gatherer(batch)
     partials = []
     for number, piece in plan_chunks(plan, batch, q_flat.device, backend.max_batch,
-                                     backend.bytes_per_pair):
+                                     backend.bytes_per_pair * (2 if acc == torch.float64 else 1)):
         o, l = backend.forward(piece.gather(gather, 0, q_flat), piece.gather(gather, 1, k_flat, keys=True),
                                piece.gather(gather, 2, v_flat, keys=True), piece.causal, scale)
         o, l = piece.rows_of(o, batch), piece.rows_of(l, batch).to(acc)
@@ -301,7 +301,7 @@ def block_sparse_backward(dout_flat, q_flat, k_flat, v_flat, out, lse, plan: Pla
     gather = Gatherer(batch)
     partial_iter = iter(partials or ())
     for number, piece in plan_chunks(plan, batch, q_flat.device, backend.max_batch,
-                                     backend.bytes_per_pair):
+                                     backend.bytes_per_pair * (2 if acc == torch.float64 else 1)):
         q_b, k_b, v_b = (piece.gather(gather, 0, q_flat), piece.gather(gather, 1, k_flat, keys=True),
                          piece.gather(gather, 2, v_flat, keys=True))
         if partials is None:  # the identity: this piece's backward with the merged output and lse
@@ -334,8 +334,8 @@ class _BlockSparseFunction(torch.autograd.Function):
         out = out.to(q.dtype)
         # a query row holding a NaN gives NaN, as the definition does, whatever the kernel (torch's
         # CPU flash kernel returns 0.0 there): one pass over q, no host sync
-        out.narrow(1, 0, n * heads).masked_fill_(torch.isnan(flats[0]).any(-1, keepdim=True),
-                                                 float("nan"))
+        out.narrow(1, 0, n * heads).masked_fill_(torch.isnan(flats[0].sum(-1, keepdim=True)),
+                                                 float("nan"))  # per row: D x smaller than q
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.partials = None if exact_grad else partials  # kept, so retain_graph backward works
         ctx.config = (plan, scale, backend)

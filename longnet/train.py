@@ -181,8 +181,8 @@ def _read_csv(path: Path, up_to_step: int) -> list[dict]:
 
 def _resume_state(paths, device, main: bool, same_run=lambda state: True) -> dict | None:
     """The first of `paths` (newest first) that reads back intact and is `same_run`; damaged ones
-    and ones from another run (another configuration or corpus) are reported and (by rank 0)
-    removed, so a rerun falls back to the one before, or starts afresh."""
+    are reported and (by rank 0) removed, ones from another run (run_identity or corpus) set
+    aside (NAME.other-run), so a rerun falls back to the one before, or starts afresh."""
     for path in paths:
         if not path.exists():
             continue
@@ -190,13 +190,13 @@ def _resume_state(paths, device, main: bool, same_run=lambda state: True) -> dic
             state = load_checkpoint(path, map_location=device)
         except CheckpointError as error:
             print(f"warning: {error}; falling back to an older checkpoint", flush=True)
-        else:
-            if same_run(state):
-                return state
-            print(f"warning: {path} is from another configuration or corpus; not resuming "
-                  "from it", flush=True)
+            if main:
+                remove_checkpoint(path)
+            continue
+        if same_run(state):
+            return state
         if main:
-            remove_checkpoint(path)
+            _set_aside(path, "is from another configuration or corpus")
     return None
 
 
@@ -291,16 +291,35 @@ class _Run:
         write_rows(self.out_dir / "compute_curve.csv", CURVE_COLUMNS, self.curve)
 
 
-def _same_run(state: dict, tc: TrainConfig, manifest: dict) -> bool:
-    """Whether a checkpoint comes from this run: the same training configuration (progress bars
-    aside) on the same corpus (longnet.data.corpus_identity)."""
-    def settings(cfg: dict) -> dict:
-        return {k: v for k, v in cfg.items() if k != "progress"}
+# TrainConfig fields that change how a run is carried out, not the model it trains: a resume
+# point or finished run that differs only in these is the same run (the device: a checkpoint
+# moves between CPU and GPU with map_location).
+NOT_RUN_IDENTITY = ("progress", "peak_flops", "checkpoint_every", "micro_batch_tokens",
+                    "loss_chunk_tokens", "device")
 
+
+def run_identity(cfg: dict) -> dict:
+    """A training configuration without NOT_RUN_IDENTITY: what makes two runs the same run (the
+    pipeline's state directory is named by its hash, with the data section)."""
+    return {k: v for k, v in cfg.items() if k not in NOT_RUN_IDENTITY}
+
+
+def _same_run(state: dict, tc: TrainConfig, manifest: dict) -> bool:
+    """Whether a checkpoint comes from this run: the same run_identity on the same corpus
+    (longnet.data.corpus_identity)."""
     recorded = state.get("manifest")
     return (recorded is not None and corpus_identity(recorded) == corpus_identity(manifest)
-            and settings(asdict(TrainConfig.from_dict(dict(state.get("train_config", {}))))
-                         ) == settings(asdict(tc)))
+            and run_identity(asdict(TrainConfig.from_dict(dict(state.get("train_config", {})))))
+            == run_identity(asdict(tc)))
+
+
+def _set_aside(path: Path, why: str) -> None:
+    """Keep a checkpoint from another run (and its sidecar) as NAME.other-run, replacing an older
+    one there, so this run starts afresh without deleting it."""
+    print(f"warning: {path} {why}; kept as {path.name}.other-run, training afresh", flush=True)
+    for source in (path, sidecar_path(path)):
+        if source.exists():
+            os.replace(source, source.with_name(source.name + ".other-run"))
 
 
 def _finished(tc: TrainConfig, out_dir: Path, manifest: dict) -> bool:
@@ -317,8 +336,8 @@ def _finished(tc: TrainConfig, out_dir: Path, manifest: dict) -> bool:
                 remove_checkpoint(final_path)
             return False
         if not _same_run(state, tc, manifest):
-            print(f"warning: {final_path} was trained with another configuration or corpus; "
-                  "training again", flush=True)
+            if int(os.environ.get("RANK", "0")) == 0:
+                _set_aside(final_path, "was trained with another configuration or corpus")
             return False
         return state["step"] >= tc.steps
     return False
@@ -410,15 +429,21 @@ def _step(run: _Run) -> tuple[float, float]:
     return loss_sum.item() / (run.n_micro * run.world), lr  # .item() also waits for the device
 
 
-def logged_steps(tc: TrainConfig) -> dict[str, list[int]]:
-    """The steps of the rows a finished run has written, per file: metrics.csv every log_every
-    steps and at the end; compute_curve.csv at step 0, every eval_every steps and at the end (only
-    at the end with eval_every 0). The pipeline refuses a file with a row missing or repeated."""
-    def every(k: int) -> list[int]:
-        return sorted({*range(k, tc.steps + 1, k), tc.steps})
+def logged_steps(tc: TrainConfig) -> dict[str, dict]:
+    """The steps of the rows a finished run has written, per file, as {"every": k, "last": steps,
+    "zero": bool} (steps_of lists them): metrics.csv every log_every steps and at the end;
+    compute_curve.csv at step 0, every eval_every steps and at the end (only at the end with
+    eval_every 0). The pipeline refuses a file with a row missing or repeated."""
+    curve = ({"every": tc.eval_every, "last": tc.steps, "zero": True} if tc.eval_every
+             else {"every": tc.steps, "last": tc.steps, "zero": False})
+    return {"metrics": {"every": tc.log_every, "last": tc.steps, "zero": False},
+            "compute_curve": curve}
 
-    return {"metrics": every(tc.log_every),
-            "compute_curve": [0, *every(tc.eval_every)] if tc.eval_every else [tc.steps]}
+
+def steps_of(spec: dict) -> list[int]:
+    """The steps a logged_steps spec names, in order."""
+    every, last = spec["every"], spec["last"]
+    return [0] * spec["zero"] + sorted({*range(every, last + 1, every), last})
 
 
 def _record(run: _Run, loss: float, lr: float, window: dict, stopping: bool) -> None:

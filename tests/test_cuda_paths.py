@@ -321,13 +321,12 @@ def expected_auto(dtype, head_dim) -> str:
     rules: flash-attn, then torch's flash kernel (half types, head dim a multiple of 8, <= 256),
     then xformers, then torch's mem-efficient kernel (head dim a multiple of 8 for half types,
     4 for float32), then the math path."""
-    import importlib.util
     half = dtype in (torch.float16, torch.bfloat16)
     flash_ok = half and head_dim % 8 == 0 and head_dim <= 256
     efficient_ok = head_dim % (8 if half else 4) == 0
 
-    def importable(name):
-        return name in sys.modules or importlib.util.find_spec(name) is not None
+    def importable(name):  # imports, not merely installed (a broken install falls back)
+        return backends.BACKENDS[name].import_error() is None
     for name, ok in (("flash_attn", flash_ok and importable("flash_attn")), ("torch_flash", flash_ok),
                      ("xformers", efficient_ok and importable("xformers")),
                      ("torch_efficient", efficient_ok)):

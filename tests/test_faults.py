@@ -402,12 +402,12 @@ def test_a_cut_or_repeated_training_row_is_refused():
     path = tmp / "compute_curve.csv"
     rows = [dict(step=s, tokens=s * 8, train_flops=s * 1e6, val_loss=5.0 - s / 100)
             for s in (0, 25, 50, 75, 100)]
-    expect = {"step": {"exactly": [0, 25, 50, 75, 100]}}
+    expect = {"step": {"steps": {"every": 25, "last": 100, "zero": True}}}
     try:
         pd.DataFrame(rows).to_csv(path, index=False)
         assert len(read_checked(path, "compute_curve", expect)) == 5
-        for broken_rows, problem in ((rows[:2] + rows[3:], "missing [50]"),
-                                     (rows + rows[-1:], "repeated [100]")):
+        for broken_rows, problem in ((rows[:2] + rows[3:], "missing [50] (1)"),
+                                     (rows + rows[-1:], "repeated [100] (1)")):
             pd.DataFrame(broken_rows).to_csv(path, index=False)
             with pytest.raises(InputError, match=re.escape(problem)) as refused:
                 read_checked(path, "compute_curve", expect)

@@ -209,6 +209,11 @@ def test_a_training_job_that_cannot_fit_the_gpu_is_refused_at_load():
                                          r"2048 needs about \d+ GiB.*gpu_mem_gb=80"):
         job_resources.check_gpu_memory(unchunked, "cuda", site)
     job_resources.check_gpu_memory(unchunked, "cpu", site)  # a CPU run has no GPU to fit
+    wide = {**paper, "variants": [*paper["variants"], {  # a model-size entry, 4x as wide
+        "name": "longnet", "id": "longnet_wide", "train_lens": [32768],
+        "model_overrides": {"d_model": 3072, "d_ff": 12288, "n_head": 48}}]}
+    with pytest.raises(ValueError, match=r"variants\[\d+\] \(longnet_wide\) at train_len 32768"):
+        job_resources.check_gpu_memory(wide, "cuda", site)  # its own size, not training.model's
     job_resources.check_gpu_memory(unchunked, "cuda", NEUTRAL)  # no gpu_mem_gb: unchecked
     assert read_site()["gpu_mem_gb"] == 80  # the shipped site file checks an 80 GB GPU
 

@@ -64,8 +64,10 @@ def test_outputs_and_learning(corpus, tmp_path):
     curve = read_rows(tmp_path / "compute_curve.csv")
     assert list(curve[0]) == ["step", "tokens", "train_flops", "val_loss"]
     assert [int(r["step"]) for r in curve] == [0, 6, 12]
-    assert train_module.logged_steps(TrainConfig.from_dict(dict(BASE, steps=12, eval_every=6))) == {
-        "metrics": [int(r["step"]) for r in metrics], "compute_curve": [0, 6, 12]}
+    specs = train_module.logged_steps(TrainConfig.from_dict(dict(BASE, steps=12, eval_every=6)))
+    assert train_module.steps_of(specs["metrics"]) == [int(r["step"]) for r in metrics]
+    assert train_module.steps_of(specs["compute_curve"]) == [0, 6, 12]
+    assert train_module.steps_of({"every": 10, "last": 25, "zero": False}) == [10, 20, 25]
     assert float(curve[0]["train_flops"]) == 0 < float(curve[1]["train_flops"])
     assert float(curve[-1]["val_loss"]) < float(curve[0]["val_loss"]) - 0.5  # it learns
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
@@ -144,6 +146,23 @@ def test_a_changed_corpus_or_configuration_trains_again(corpus, tmp_path):
     train(BASE, corpus, tmp_path / "killed")  # lr 3e-3 from step 0, not lr 1e-2's step 4
     for a, b in zip(first.values(), weights(tmp_path / "killed").values()):
         assert torch.equal(a, b)
+    assert (tmp_path / "killed" / "checkpoint_last.pt.other-run").exists()  # kept, not deleted
+    assert (run / "checkpoint.pt.other-run").exists()  # the first corpus's model, kept
+
+    # memory-only and bookkeeping keys are not the run's identity: a new checkpoint interval
+    # or micro-batch size resumes the same run
+    train_module.learning_rate = crash_at_step_5
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(BASE, corpus, tmp_path / "resumed")
+    finally:
+        train_module.learning_rate = real
+    changed = dict(BASE, checkpoint_every=3, micro_batch_tokens=128, loss_chunk_tokens=100)
+    assert train_module.run_identity(changed) == train_module.run_identity(BASE)
+    train(changed, corpus, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "checkpoint_last.pt.other-run").exists()
+    for a, b in zip(first.values(), weights(tmp_path / "resumed").values()):
+        torch.testing.assert_close(a, b)  # the same run (micro-batches: float summation order)
 
 
 def test_a_cut_split_is_refused_naming_the_file(corpus, tmp_path):

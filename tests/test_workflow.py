@@ -351,13 +351,30 @@ def test_a_damaged_input_fails_the_aggregation_keeps_the_tables_and_is_rebuilt(s
     assert "moved aside" in (root / RESULTS / "logs/analysis/aggregate.log").read_text()
     assert not victim.exists() and victim.with_name(victim.name + ".refused").exists()
 
+    # a dry run plans the rebuild and leaves no trace (the stamp's mtime is put back)
+    stamp = root / WORK / "tables" / "rebuild.stamp"
+    before = stamp.stat().st_mtime_ns
+    plan = snakemake("-n", "--configfile", config, cwd=root)
+    assert "evaluate" in job_counts(plan.stdout) and stamp.stat().st_mtime_ns == before
+
+    # a training output the training run itself wrote wrong (here: a repeated row, in the state
+    # directory too): republishing cannot mend it, so it is not set aside, and the message says
+    # to delete the model directory; doing so retrains that model
     model = next(root.glob(f"{WORK}/train/*/L*/s*/metrics.csv")).parent
-    for name in ("metrics.csv", "compute_curve.csv"):
-        (model / name).unlink()
+    for copy in (model / "metrics.csv", *model.glob("state-*/metrics.csv")):
+        text = copy.read_text()
+        copy.write_text(text + text.splitlines()[-1] + "\n")
+    stuck = snakemake("--cores", "2", "--configfile", config, cwd=root)
+    log = (root / RESULTS / "logs/analysis/aggregate.log").read_text()
+    assert stuck.returncode != 0 and "delete the model directory" in log, log[-2000:]
+    assert (model / "metrics.csv").exists()
+    import shutil
+    shutil.rmtree(model)
     rebuilt = snakemake("--cores", "2", "--configfile", config, cwd=root)
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
     pd.read_csv(victim)  # whole again
-    assert (model / "metrics.csv").exists() and (model / "compute_curve.csv").exists()
+    assert pd.read_csv(model / "metrics.csv")["step"].is_unique
+    assert (model / "checkpoint.pt").exists() and (model / "compute_curve.csv").exists()
     assert "Nothing to be done" in snakemake("-n", "--configfile", config, cwd=root).stdout
 
     changed = smoke_config(root / "changed.yaml", {**SMOKE_RUN_CHANGES, "data.max_bytes": 300_000})

@@ -137,9 +137,12 @@ def check_gpu_memory(config, device: str, site: dict) -> None:
     if device != "cuda" or not site.get("gpu_mem_gb"):
         return
     limit = site["gpu_mem_gb"] * 2 ** 30
+    training = config["training"]
     for i, variant in enumerate(config["variants"]):
+        own = {**config, "training": {**training, "model_overrides": {  # the entry's own size
+            **training.get("model_overrides", {}), **variant.get("model_overrides", {})}}}
         for seq in variant.get("train_lens", []):
-            need = train_gpu_bytes(config, seq)
+            need = train_gpu_bytes(own, seq)
             if need > limit:
                 raise ValueError(
                     f"config key 'training.micro_batch_tokens': a training job of "

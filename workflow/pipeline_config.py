@@ -608,7 +608,7 @@ def expected_inputs(config: dict, variants: dict, recall_ids=()) -> dict:
                 train_config(config, variant, n, "cpu", seed)))
             for kind in ("compute_curve", "metrics"):  # every row once: none dropped or repeated
                 expect[kind][f"{work}/train/{vid}/L{n}/s{seed}/{kind}.csv"] = {
-                    "step": {"exactly": steps[kind]}}
+                    "step": {"steps": steps[kind]}}
     for p in dist["world_sizes"]:
         lengths = dist.get("seq_lens") or [t * p for t in dist["tokens_per_rank"]]
         expect["distributed"][f"{work}/distributed/P{p}.csv"] = {"world_size": p,

@@ -3,6 +3,7 @@
 # Everything that can be refused is refused here, at load time, before any job runs:
 # workflow/pipeline_config.py checks the schema, builds every job's TrainConfig, model and
 # variant, and (where the jobs run on this machine) the environment they need.
+import atexit
 import json
 import os
 import re
@@ -69,6 +70,15 @@ def train_cfg(wildcards):
                                         int(wildcards.train_len), DEVICE, int(wildcards.seed))
 
 
+def state_hash(wildcards):
+    """The name of one model's state directory: the hash of its run identity
+    (longnet.train.run_identity: not the memory-only and bookkeeping keys, so a new micro-batch
+    size or checkpoint interval resumes) and the data section; the trainer also checks the
+    corpus itself against every checkpoint it finds."""
+    from longnet.train import run_identity
+    return config_hash({**run_identity(train_cfg(wildcards)), "data": config["data"]})
+
+
 # Every value a `shell:` command gets is quoted there ({params.x:q}; a list quotes each element),
 # so the argument lists below are lists of words, never one string for the shell to split.
 # plain python for one process; torchrun (DDP) for several, one per GPU or CPU slot
@@ -132,7 +142,8 @@ def recall_reach_paths():
 # would never be made again while the published tables exist. The aggregation's inputs include a
 # stamp file, created with an mtime of 0 (on its own it never triggers anything) and touched here
 # when any of those inputs is missing: the aggregation then reruns (the stamp is newer than its
-# outputs), and with it the jobs that make what is missing.
+# outputs), and with it the jobs that make what is missing. A dry run plans the same and puts the
+# stamp's mtime back when it ends, so planning never changes what the next run does.
 
 def stamp_missing_intermediates(stamp, inputs: dict, published) -> None:
     stamp = Path(stamp)
@@ -142,7 +153,10 @@ def stamp_missing_intermediates(stamp, inputs: dict, published) -> None:
         os.utime(stamp, (0, 0))
     missing = [p for paths in inputs.values() for p in paths if not os.path.exists(p)]
     if missing and Path(published).exists():
+        before = stamp.stat().st_mtime
         stamp.touch()
+        if workflow.output_settings.dryrun:  # plan it, and leave no trace: put the mtime back
+            atexit.register(os.utime, stamp, (before, before))
         print(f"{len(missing)} intermediate file(s) the tables are made from are missing (first: "
               f"{missing[0]}): their jobs and the tables run again", file=sys.stderr)
 

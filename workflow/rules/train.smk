@@ -5,6 +5,7 @@
 # resume after a kill. The state directory's name carries the hash of the training configuration,
 # so a changed configuration never resumes from a stale run. When training ends, the script
 # publishes checkpoint, metrics and compute curve atomically as the declared outputs.
+# The hash (state_hash, common.smk) covers the run's identity and the data section.
 
 
 rule train:
@@ -16,7 +17,7 @@ rule train:
         compute_curve=f"{WORK}/train/{{variant}}/L{{train_len}}/s{{seed}}/compute_curve.csv",
     params:
         cfg=lambda w: as_json(train_cfg(w)),
-        state_dir=lambda w: f"{model_dir(w)}/state-{config_hash(train_cfg(w))}",
+        state_dir=lambda w: f"{model_dir(w)}/state-{state_hash(w)}",
         data_dir=lambda w, input: os.path.dirname(input.manifest),
         out_dir=lambda w, output: os.path.dirname(output.checkpoint),
         launcher=TRAIN_LAUNCHER,
