@@ -9,7 +9,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
-from pipeline_config import ConfigError, check_config  # noqa: E402
+from pipeline_config import ConfigError, check_config, read_config  # noqa: E402
 
 SMOKE = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
 
@@ -98,7 +98,7 @@ def test_output_folders_outside_the_working_directory_or_in_code_are_refused(key
 
 def test_the_shipped_configurations_pass_the_path_checks():
     for name in ("default", "cpu_full", "paper", "smoke"):
-        config = yaml.safe_load((REPO / "workflow" / "configs" / f"{name}.yaml").read_text())
+        config = read_config(name)
         check_config(config, local=False, dry_run=True)
 
 

@@ -147,7 +147,7 @@ def test_broken_configuration_is_refused_at_load_naming_its_key(changes, key, te
 
 def test_good_configurations_pass_and_keep_their_values():
     for name in ("default", "smoke", "paper"):
-        config = yaml.safe_load((REPO / "workflow" / "configs" / f"{name}.yaml").read_text())
+        config = pipeline_config.read_config(name)
         variants = check_config(config, local=False)
         assert list(variants) == [v.get("id", v["name"]) for v in config["variants"]]
 
@@ -435,3 +435,24 @@ def test_a_nan_query_row_gives_nan_on_every_backend(backend):
     others = torch.ones(32, 2, dtype=torch.bool)
     others[5, 1] = False
     assert torch.equal(out[0][others], clean[0][others])
+
+
+def test_an_overlay_is_its_base_with_its_own_keys_on_top():
+    """cpu_full.yaml holds only what differs from default.yaml (`extends`): mappings merge key by
+    key, lists are replaced whole; a base that is not a shipped configuration, or one that
+    extends another, is refused naming the key."""
+    full = pipeline_config.read_config("cpu_full")
+    default = pipeline_config.read_config("default")
+    assert "extends" not in full and full["recall"]["steps"] == 1000
+    assert full["recall"]["variants"] == default["recall"]["variants"]  # merged, not replaced
+    assert [v["train_lens"] for v in full["variants"][:3]] == [[128, 512, 2048], [512, 1024, 2048],
+                                                                [512, 1024, 2048]]
+    assert {k: v for k, v in full["evaluation"].items() if k != "max_tokens"} == \
+        {k: v for k, v in default["evaluation"].items() if k != "max_tokens"}
+    check_config(full, local=False)
+    for name in ("nope.yaml", "../default.yaml", "/etc/passwd", 3):
+        with pytest.raises(ConfigError, match="config key 'extends'.*allowed: .*default.yaml"):
+            pipeline_config.resolve_extends({"extends": name})
+    with pytest.raises(ConfigError, match="config key 'extends': cpu_full.yaml extends"):
+        pipeline_config.resolve_extends({"extends": "cpu_full.yaml"})
+    assert pipeline_config.merged({"a": {"b": 1, "c": [1]}}, {"a": {"c": [2]}}) == {"a": {"b": 1, "c": [2]}}

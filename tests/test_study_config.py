@@ -33,7 +33,7 @@ def test_a_schedule_with_more_rate_than_heads_is_refused_naming_the_uncovered_br
 
 def test_the_shipped_configurations_cover_every_offset():
     for name in ("default", "cpu_full", "smoke"):
-        config = yaml.safe_load((REPO / "workflow" / "configs" / f"{name}.yaml").read_text())
+        config = pipeline_config.read_config(name)
         pipeline_config.check_schema(config)
         for variant in config["variants"]:
             assert not variant["allow_uncovered_offsets"], (name, variant)
@@ -59,7 +59,7 @@ def test_bad_study_settings_are_refused_with_their_key_path(changes, key, text):
 
 
 def test_flop_match_picks_the_knob_whose_flops_are_nearest_longnets():
-    config = yaml.safe_load((REPO / "workflow" / "configs" / "default.yaml").read_text())
+    config = pipeline_config.read_config("default")
     pipeline_config.check_schema(config)
     recall = config["recall"]
     variants = pipeline_config.recall_variants(config)
@@ -108,7 +108,7 @@ def test_figure7_right_scored_tokens_reach_the_prompt_in_every_model(name):
     from longnet.evaluate import context_prompts
     from longnet.model import ModelConfig
 
-    config = yaml.safe_load((REPO / "workflow" / "configs" / f"{name}.yaml").read_text())
+    config = pipeline_config.read_config(name)
     variants = check_config(config, local=False)
     window = config["evaluation"]["context_window"]
     checked = 0

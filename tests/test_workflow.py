@@ -17,6 +17,8 @@ import yaml
 pytestmark = pytest.mark.slow  # Snakemake runs end to end
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "workflow" / "configs"
+sys.path.insert(0, str(REPO / "workflow"))
+from pipeline_config import read_config  # noqa: E402 (overlays resolved)
 SMOKE = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
 RESULTS, WORK = SMOKE["results_dir"], SMOKE["work_dir"]  # the smoke run's own directories
 
@@ -72,10 +74,10 @@ def expected_jobs(config: dict) -> dict[str, int]:
                 provenance=1, results_readme=1)
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "paper"])
+@pytest.mark.parametrize("name", ["default", "smoke", "paper", "cpu_full"])
 def test_dry_run_of_every_config(name, tmp_path):
     """Each configuration plans the jobs it implies; the plain command plans the default one."""
-    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    config = read_config(name)
     args = [] if name == "default" else ["--configfile", str(CONFIGS / f"{name}.yaml")]
     if name == "paper":  # planned as a cluster submission (--jobs): its nodes bring tiktoken, GPUs
         args += ["--jobs", "50"]
@@ -90,8 +92,8 @@ def test_dry_run_of_every_config(name, tmp_path):
 def test_other_configs_never_write_into_the_committed_reference_run(name):
     """Only the default configuration writes results/ (committed); every other one has its own
     results and work directories outside it, ignored by git."""
-    default = yaml.safe_load((CONFIGS / "default.yaml").read_text())
-    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    default = read_config("default")
+    config = read_config(name)
     reference = (REPO / default["results_dir"]).resolve()
     ignored = (REPO / ".gitignore").read_text().splitlines()
     for key in ("results_dir", "work_dir"):
@@ -103,8 +105,8 @@ def test_other_configs_never_write_into_the_committed_reference_run(name):
 def test_the_complete_cpu_study_is_committed_beside_the_reference_run_never_over_it():
     """cpu_full's results are committed in their own folder inside results/, one that none of the
     default run's outputs live in; its logs and per-job intermediates are git-ignored."""
-    default = yaml.safe_load((CONFIGS / "default.yaml").read_text())
-    config = yaml.safe_load((CONFIGS / "cpu_full.yaml").read_text())
+    default = read_config("default")
+    config = read_config("cpu_full")
     reference = (REPO / default["results_dir"]).resolve()
     own = (REPO / config["results_dir"]).resolve()
     assert own.parent == reference, own

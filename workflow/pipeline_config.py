@@ -34,6 +34,7 @@ import yaml
 from longnet.evaluate import context_prompts
 
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
+CONFIG_DIR = Path(__file__).parent / "configs"
 # TrainConfig fields each job sets from elsewhere in the configuration, and training keys that say
 # how to launch a job rather than what to train
 PER_JOB = ("attention", "attention_params", "seq_len", "seed", "device", "progress")
@@ -59,6 +60,45 @@ def key_path(parts) -> str:
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
+
+
+# ---- overlays ---------------------------------------------------------------------------------
+
+def merged(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: mappings merged key by key, anything else (lists included, so a
+    `variants:` list is given whole) replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(
+            out.get(key), dict) else copy.deepcopy(value)
+    return out
+
+
+def resolve_extends(config: dict) -> dict:
+    """A configuration with `extends: NAME.yaml` (a file in workflow/configs/, which extends
+    nothing itself) is that file with this one's keys on top (`merged`): an overlay holds only
+    what differs. Without the key, the configuration as it is."""
+    name = config.get("extends")
+    if name is None:
+        return config
+    allowed = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+\.yaml", name) or \
+            not (CONFIG_DIR / name).is_file():
+        raise ConfigError("extends", f"{name!r} is not a configuration in workflow/configs/", allowed)
+    base = yaml.safe_load((CONFIG_DIR / name).read_text()) or {}
+    if "extends" in base:
+        raise ConfigError("extends", f"{name} extends {base['extends']!r} itself: one level only",
+                          [n for n in allowed if "extends" not in (yaml.safe_load(
+                              (CONFIG_DIR / n).read_text()) or {})])
+    return merged(base, {k: v for k, v in config.items() if k != "extends"})
+
+
+def read_config(name_or_path) -> dict:
+    """A shipped configuration by name (`cpu_full`) or a YAML file by path, overlays resolved."""
+    path = Path(name_or_path)
+    if path.suffix != ".yaml":
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    return resolve_extends(yaml.safe_load(path.read_text()) or {})
 
 
 # ---- the schema -------------------------------------------------------------------------------

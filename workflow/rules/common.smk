@@ -20,6 +20,10 @@ import pipeline_config  # noqa: E402 (workflow/pipeline_config.py)
 # a cluster executor gets --jobs as its node count; a local run turns --jobs into --cores
 LOCAL_RUN = workflow.resource_settings.nodes is None
 try:
+    _resolved = pipeline_config.resolve_extends(config)  # an overlay: its base with it on top
+    if _resolved is not config:
+        config.clear()
+        config.update(_resolved)
     VARIANTS = pipeline_config.check_config(config, local=LOCAL_RUN,
                                             dry_run=workflow.output_settings.dryrun)
 except pipeline_config.ConfigError as error:
