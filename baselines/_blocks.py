@@ -94,8 +94,10 @@ class BlockSparseVariant:
         cache = self.__dict__.setdefault("_plans", {})
         key = (n, heads, causal, torch.device(device))
         if key not in cache:
-            pieces = [Piece(p.q_rows.to(device), p.k_rows.to(device), p.causal) for p in self.build_pieces(n, causal)]
-            cache[key] = Plan(pieces, n * heads)
+            cpu = (n, heads, causal, torch.device("cpu"))
+            if cpu not in cache:  # built and checked on the CPU (no device waits), then moved
+                cache[cpu] = Plan(self.build_pieces(n, causal), n * heads)
+            cache[key] = cache[cpu].to(device)
         return cache[key]
 
     def forward(self, q, k, v, causal=True):

@@ -194,6 +194,24 @@ class Plan:
             p.k_rows is None for p in first) and sum(p.q_rows.numel() for p in first) == self.rows_q)
 
 
+    def to(self, device: torch.device | str) -> "Plan":
+        """The same plan with its index tensors on `device`. Build a plan whose checks read index
+        values (PAD, the partition) on the CPU and move it: on a GPU those checks would wait on
+        the device, and on meta tensors they cannot run at all."""
+        def move(x):
+            return None if x is None else x.to(device)
+        moved = object.__new__(Plan)
+        object.__setattr__(moved, "pieces", [
+            Piece(move(p.q_rows), move(p.k_rows), p.causal, p.lattice, from_rows_of_lattice=True)
+            for p in self.pieces])  # checked when first built
+        for name in ("rows_q", "first_stage", "has_pad", "partition_first"):
+            object.__setattr__(moved, name, getattr(self, name))
+        object.__setattr__(moved, "prepared", [
+            _PreparedPiece(move(p.gather_rows), move(p.scatter_rows), move(p.k_rows), move(p.pad),
+                           p.causal, p.lattice) for p in self.prepared])
+        return moved
+
+
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype outputs and log-sum-exps are accumulated in: float64 for float64, else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
