@@ -134,7 +134,7 @@ COLUMNS = {
     "projected_ms": "compute_ms + comm_ms",
     "measured_ms": "measured latency the projection is checked against (validation rows)",
     "error": "why a cell failed (empty when it ran)",
-    "relative_error": "projected / measured - 1 (the cost model's validation rows; named error before 2026-12)",
+    "relative_error": "projected / measured - 1 (the cost model's validation rows)",
     "flops_per_device": "FLOPs of the slowest device",
     "rate_gflops": "measured kernel throughput the projection uses",
     "link": "interconnect of the projection (validation_link: the measured runs' own)",

@@ -1,4 +1,4 @@
-"""Dilated attention benchmark (issue 2): overhead over bare kernels, speed-up over dense
+"""Dilated attention benchmark: overhead over bare kernels, speed-up over dense
 attention, and memory at scale. Writes results/benchmarks/dilated_attention.csv.
 
     python benchmarks/bench_dilated.py [--quick]

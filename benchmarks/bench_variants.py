@@ -1,4 +1,4 @@
-"""Forward time of every attention variant vs N, with fitted exponents (issue 3).
+"""Forward time of every attention variant vs N, with fitted exponents.
 
     python benchmarks/bench_variants.py [--quick] [--lengths 4096 8192 ...] [--time-cap 300]
 

@@ -64,7 +64,7 @@ from longnet.reference import reference_dilated_attention  # noqa: E402
 from longnet.timing import matmul_peak_flops, time_ms  # noqa: E402
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-CUDA_BACKENDS = ("flash_attn", "torch_flash", "xformers", "torch_efficient")
+CUDA_BACKENDS = backends.CUDA_BACKENDS
 ULP = {torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float32: 1e-5}
 
 

@@ -295,7 +295,7 @@ class Math(Backend):
 # In "auto" order: the first backend that can be used here and supports the input is taken.
 BACKENDS: dict[str, Backend] = {b.name: b for b in
                                 (FlashAttn(), TorchFlash(), XFormers(), TorchEfficient(), TorchCPU(), Math())}
-AUTO_ORDER = tuple(BACKENDS)
+CUDA_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.device_type == "cuda")
 _WARNED: set[str] = set()
 
 

@@ -313,7 +313,7 @@ def _modules() -> dict[str, types.ModuleType]:
             "xformers.ops.fmha.attn_bias": bias}
 
 
-CUDA_BACKENDS = ("flash_attn", "torch_flash", "xformers", "torch_efficient")
+CUDA_BACKENDS = backends.CUDA_BACKENDS  # the backends routed through the stand-ins
 
 
 @contextlib.contextmanager

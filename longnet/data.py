@@ -26,6 +26,8 @@ from longnet.io import write_bytes
 SPLITS = ("train", "validation", "test")
 SOURCES = ("stdlib", "dir", "hf")
 TOKENIZERS = ("byte", "cl100k_base")
+# each tokenizer's vocabulary, known without loading it (cl100k_base's n_vocab)
+VOCAB_SIZES = {"byte": 256, "cl100k_base": 100_277}
 # Extensions read from a local directory when none are given: common source languages.
 SOURCE_EXTENSIONS = (".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".java", ".js", ".ts", ".go", ".rs",
                      ".rb", ".sh", ".md", ".rst", ".txt")

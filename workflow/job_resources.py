@@ -81,10 +81,11 @@ def read_site(path=None) -> dict:
 
 def model_shape(config) -> dict:
     """n_layer, d_model, vocab of the configured model (named size plus overrides)."""
+    from longnet.data import VOCAB_SIZES
     from longnet.model import SIZES
     training = config["training"]
     shape = {**SIZES[training["model"]], **training.get("model_overrides", {})}
-    vocab = 256 if config["data"].get("tokenizer", "byte") == "byte" else 100_277
+    vocab = VOCAB_SIZES[config["data"].get("tokenizer", "byte")]
     return {"n_layer": shape["n_layer"], "d_model": shape["d_model"], "d_ff": shape["d_ff"], "vocab": vocab}
 
 

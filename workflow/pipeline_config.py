@@ -275,9 +275,9 @@ def _training_key(config, message: str, variant_key: str, params_key: str) -> st
 
 
 def vocab_size(tokenizer: str) -> int:
-    """The vocabulary of a tokenizer without loading it (a placeholder size for cl100k_base)."""
-    from longnet.data import ByteTokenizer
-    return ByteTokenizer.vocab_size if tokenizer == "byte" else 100_277
+    """The vocabulary of a tokenizer without loading it (longnet.data.VOCAB_SIZES)."""
+    from longnet.data import VOCAB_SIZES
+    return VOCAB_SIZES[tokenizer]
 
 
 def check_offsets_covered(name: str, params: dict, heads: int, seq_len: int, key: str,
