@@ -158,7 +158,7 @@ COLUMNS = {
     "steps": "optimizer steps trained",
     "final_loss": "training loss at the last step",
     "train_s": "wall time of the training (seconds)",
-    "git_commit": "code version (-dirty: uncommitted changes)",
+    "git_commit": "code version (-dirty-HASH: uncommitted changes, tracked or new files; HASH of them)",
     "torch_version": "torch version",
     "date": "when the row was made (UTC)",
     "config_hash": "hash of the configuration that made the row",

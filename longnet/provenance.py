@@ -20,16 +20,25 @@ _REPO = Path(__file__).resolve().parent.parent
 
 @functools.lru_cache(maxsize=4)
 def git_commit(repo: Path = _REPO) -> str:
-    """The checkout's commit, with '-dirty' when tracked files outside results/ differ from it
-    ('unknown' outside git). results/ is left out because a run rewrites the committed reference
-    run there: its own outputs say nothing about the code that made them."""
+    """The checkout's commit; when files outside results/ differ from it, tracked or untracked
+    (not ignored), '-dirty-' and a hash of those differences (the diff against HEAD and every
+    untracked file's name and bytes), so two runs from different uncommitted trees never look
+    alike ('unknown' outside git). results/ is left out because a run rewrites the committed
+    reference run there: its own outputs say nothing about the code that made them."""
+    def git(*args) -> bytes:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, check=True).stdout
+
+    where = ("--", ".", ":(exclude)results")
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=repo, capture_output=True, text=True,
-                               check=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
+        commit = git("rev-parse", "HEAD").decode().strip()
+        if not git("status", "--porcelain", "--untracked-files=all", *where).strip():
+            return commit
+        digest = hashlib.sha256(git("diff", "--binary", "HEAD", *where))
+        for name in sorted(git("ls-files", "--others", "--exclude-standard", "-z", *where)
+                           .decode().split("\0")):
+            if name:
+                digest.update(name.encode() + b"\0" + (Path(repo) / name).read_bytes())
+        return f"{commit}-dirty-{digest.hexdigest()[:12]}"
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -1,4 +1,5 @@
-"""Provenance: the commit is marked dirty by code changes, not by a run's own rewritten results."""
+"""Provenance: the commit is marked dirty, with a hash of the changes, by code changes (tracked or
+new files), not by a run's own rewritten results."""
 import subprocess
 
 from longnet.provenance import git_commit
@@ -23,7 +24,19 @@ def test_dirty_means_code_changed_not_results(tmp_path):
     assert git_commit(tmp_path) == head
     (tmp_path / "model.py").write_text("x = 2\n")
     git_commit.cache_clear()
-    assert git_commit(tmp_path) == head + "-dirty"
+    edited = git_commit(tmp_path)
+    assert edited.startswith(head + "-dirty-") and len(edited) == len(head) + 19
+    (tmp_path / "model.py").write_text("x = 3\n")  # another uncommitted tree: another hash
+    git_commit.cache_clear()
+    assert git_commit(tmp_path) not in (edited, head)
+    (tmp_path / "model.py").write_text("x = 1\n")
+    (tmp_path / "my_variant.py").write_text("y = 1\n")  # a new, untracked file is a change too
+    git_commit.cache_clear()
+    untracked = git_commit(tmp_path)
+    assert untracked.startswith(head + "-dirty-") and untracked != edited
+    (tmp_path / "my_variant.py").write_text("y = 2\n")
+    git_commit.cache_clear()
+    assert git_commit(tmp_path) != untracked
 
 
 def test_outside_git_is_unknown(tmp_path):
