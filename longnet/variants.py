@@ -10,18 +10,20 @@
 
 A variant is an `AttentionVariant` subclass decorated with `@register("name")`; its keyword
 arguments after `num_heads` are its params, every one with a default. LongNet ("longnet") is
-registered here, by the library itself. The comparison variants are one file each in the top-level
-`baselines/` package, which imports this module and is imported by it only through `_load_builtins`
-(on the first lookup); variants of other packages register through `load_modules`. So a new
+registered here, by the library itself. Every other variant arrives as a plug-in: on the first
+registry lookup the library loads the modules of the "longnet.variants" entry-point group
+(`_load_plugins`; the project's own comparison variants, the top-level `baselines/` package, are
+one such entry in pyproject.toml), and modules named at run time register through `load_modules`
+(the pipeline's `extra_modules`). The library itself never names another package. So a new
 variant is one file in baselines/ plus one line in the pipeline's configuration (baselines/README.md).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
 import math
 import numbers
-import pkgutil
 
 import torch
 from torch import nn
@@ -33,11 +35,11 @@ from .kv_cache import DilatedKVCache
 from .schedule import (PAPER_DILATION_RATES, PAPER_SEGMENT_LENGTHS, DilatedSchedule,
                        paper_schedule, schedule_label)
 
-__all__ = ["AttentionVariant", "BUILTIN_PACKAGE", "LongNet", "available", "build", "check",
+__all__ = ["AttentionVariant", "LongNet", "PLUGIN_GROUP", "available", "build", "check",
            "check_backend", "check_flops_args", "check_positive_int", "load_modules",
            "param_defaults", "register", "schedule_columns", "variant_class"]
 
-BUILTIN_PACKAGE = "baselines"  # the comparison variants, loaded on the first registry lookup
+PLUGIN_GROUP = "longnet.variants"  # entry points loaded on the first registry lookup
 
 
 # ---- the contract -------------------------------------------------------------------------------
@@ -162,33 +164,34 @@ def load_modules(modules: list[str] | tuple[str, ...]) -> None:
         importlib.import_module(module)
 
 
-_builtins_loaded = False
+_plugins_loaded = False
 
 
-def _load_builtins() -> None:
-    """The registry's one loading mechanism for the comparison variants: on the first lookup,
-    import every public module of the top-level `baselines` package once (dropping a file in is
-    registering it). The library never imports `baselines` otherwise."""
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        package = importlib.import_module(BUILTIN_PACKAGE)
-        for info in pkgutil.iter_modules(package.__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{BUILTIN_PACKAGE}.{info.name}")
+def _load_plugins() -> None:
+    """The registry's one loading mechanism for variants outside the library: on the first
+    lookup, load every entry point of PLUGIN_GROUP once (each imports a module whose classes
+    register themselves). Nothing here names a package."""
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+            entry.load()
 
 
 def available() -> list[str]:
     """Names of every registered variant, sorted."""
-    _load_builtins()
+    _load_plugins()
     return sorted(_VARIANTS)
 
 
 def variant_class(name: str) -> type[AttentionVariant]:
     """The registered class of variant `name` (ValueError listing the available ones)."""
-    _load_builtins()
+    _load_plugins()
     if name not in _VARIANTS:
-        raise ValueError(f"unknown attention variant {name!r}; available: {', '.join(available())}")
+        raise ValueError(f"unknown attention variant {name!r}; available: {', '.join(available())}"
+                         f" (variants outside the library register through the {PLUGIN_GROUP!r} "
+                         "entry points of an installed package, e.g. this project's baselines "
+                         "after pip install -e ., or a module named in load_modules)")
     return _VARIANTS[name]
 
 
