@@ -62,6 +62,33 @@ def key_path(parts) -> str:
     return text
 
 
+# ---- every per-job file, once ---------------------------------------------------------------
+# Each per-job file's path under the work directory, with its wildcards in braces. The rules'
+# outputs (work_pattern in common.smk), the aggregation's inputs and the load-time expectations
+# (expected_inputs) are all made from this table.
+WORK_PATHS = {
+    "manifest": "data/manifest.json",
+    "checkpoint": "train/{variant}/L{train_len}/s{seed}/checkpoint.pt",
+    "metrics": "train/{variant}/L{train_len}/s{seed}/metrics.csv",
+    "compute_curve": "train/{variant}/L{train_len}/s{seed}/compute_curve.csv",
+    "perplexity": "eval/{variant}/L{train_len}/s{seed}/perplexity.csv",
+    "context_window": "eval/{variant}/L{train_len}/s{seed}/context_window.csv",
+    "passkey": "eval/{variant}/L{train_len}/s{seed}/passkey.csv",
+    "profile": "profile/{variant}.csv",
+    "attention_graph": "attention_graph/{variant}.csv",
+    "distributed": "distributed/P{world_size}.csv",
+    "projected": "distributed/projected.csv",
+    "recall": "recall/{recall_variant}/s{seed}.csv",
+    "recall_lr": "recall/{recall_variant}/lr{lr_index}.csv",
+    "recall_reach": "recall/{recall_variant}/reach.csv",
+}
+
+
+def work_path(config: dict, kind: str, **wildcards) -> str:
+    """One per-job file of `kind` (WORK_PATHS) under config's work directory."""
+    return f"{config['work_dir']}/" + WORK_PATHS[kind].format(**wildcards)
+
+
 # ---- overlays ---------------------------------------------------------------------------------
 
 def merged(base: dict, over: dict) -> dict:
@@ -624,45 +651,48 @@ def expected_inputs(config: dict, variants: dict, recall_ids=()) -> dict:
     """What each per-job CSV the tables read must hold (input kind -> path -> column -> the
     values that must all occur, or the one value every row has; analysis.tables.read_checked).
     recall_ids: the recall benchmark's variant ids (recall_variants, computed once at load)."""
-    work, evaluation = config["work_dir"], config["evaluation"]
+    evaluation = config["evaluation"]
+
+    def path(kind, **wildcards):
+        return work_path(config, kind, **wildcards)
     profile, dist = config["profile"], config["distributed"]
     from longnet.train import TrainConfig, logged_steps
     expect = defaultdict(dict)  # kinds with no input are filled in by analysis.tables
     for vid, variant in variants.items():
-        expect["attention_graph"][f"{work}/attention_graph/{vid}.csv"] = {"variant": vid}
+        expect["attention_graph"][path("attention_graph", variant=vid)] = {"variant": vid}
         if variant["profile"]:
-            expect["profile"][f"{work}/profile/{vid}.csv"] = {
+            expect["profile"][path("profile", variant=vid)] = {
                 "variant": vid, "seq_len": profile["seq_lens"], "mode": profile["modes"]}
         for n, seed in ((n, s) for n in variant["train_lens"] for s in config["seeds"]):
             model = {"variant": vid, "train_len": n, "seed": seed}
-            expect["perplexity"][f"{work}/eval/{vid}/L{n}/s{seed}/perplexity.csv"] = {
+            expect["perplexity"][path("perplexity", **model)] = {
                 **model, "eval_len": evaluation["eval_lens"]}
             window = evaluation["context_window"]
-            expect["context_window"][f"{work}/eval/{vid}/L{n}/s{seed}/context_window.csv"] = {
+            expect["context_window"][path("context_window", **model)] = {
                 **model, "prompt_len": context_prompts(window["prompt_lens"], window["n_final"], n)}
             if "passkey" in evaluation:
-                expect["passkey"][f"{work}/eval/{vid}/L{n}/s{seed}/passkey.csv"] = {
+                expect["passkey"][path("passkey", **model)] = {
                     **model, "context_len": evaluation["passkey"]["context_lens"],
                     "depth": evaluation["passkey"]["depths"]}
             steps = logged_steps(TrainConfig.from_dict(
                 train_config(config, variant, n, "cpu", seed)))
             for kind in ("compute_curve", "metrics"):  # every row once: none dropped or repeated
-                expect[kind][f"{work}/train/{vid}/L{n}/s{seed}/{kind}.csv"] = {
+                expect[kind][path(kind, **model)] = {
                     "step": {"steps": steps[kind]}}
     for p in dist["world_sizes"]:
         lengths = dist.get("seq_lens") or [t * p for t in dist["tokens_per_rank"]]
-        expect["distributed"][f"{work}/distributed/P{p}.csv"] = {"world_size": p,
+        expect["distributed"][path("distributed", world_size=p)] = {"world_size": p,
                                                                   "seq_len": lengths}
-    expect["projected"][f"{work}/distributed/projected.csv"] = {}
+    expect["projected"][path("projected")] = {}
     if config.get("recall"):
         for vid in recall_ids:
-            expect["recall_reach"][f"{work}/recall/{vid}/reach.csv"] = {
+            expect["recall_reach"][path("recall_reach", recall_variant=vid)] = {
                 "variant": vid, "distance": config["recall"]["distances"]}
             for seed in config["seeds"]:
-                expect["recall"][f"{work}/recall/{vid}/s{seed}.csv"] = {
+                expect["recall"][path("recall", recall_variant=vid, seed=seed)] = {
                     "variant": vid, "seed": seed, "distance": config["recall"]["distances"]}
             lrs = recall_lrs(config)
             for i, lr in enumerate(lrs if len(lrs) > 1 else []):
-                expect["recall_lr"][f"{work}/recall/{vid}/lr{i}.csv"] = {
+                expect["recall_lr"][path("recall_lr", recall_variant=vid, lr_index=i)] = {
                     "variant": vid, "lr": lr, "distance": config["recall"]["distances"]}
     return dict(expect)

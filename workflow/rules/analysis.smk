@@ -6,7 +6,7 @@ from analysis.tables import TABLES
 
 rule attention_graph:
     output:
-        f"{WORK}/attention_graph/{{variant}}.csv",
+        work_pattern("attention_graph"),
     params:
         spec=lambda w: VARIANTS[w.variant],
         graph=config["attention_graph"],
@@ -24,15 +24,15 @@ rule attention_graph:
 
 # Every per-job CSV the tables are made from, by input kind (analysis.tables.INPUT_KINDS).
 AGGREGATE_INPUTS = dict(
-    profile=expand(f"{WORK}/profile/{{variant}}.csv", variant=PROFILED),
-    perplexity=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/perplexity.csv"),
-    context_window=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/context_window.csv"),
-    passkey=trained_paths("{WORK}/eval/{variant}/L{train_len}/s{seed}/passkey.csv") if PASSKEY else [],
-    compute_curve=trained_paths("{WORK}/train/{variant}/L{train_len}/s{seed}/compute_curve.csv"),
-    metrics=trained_paths("{WORK}/train/{variant}/L{train_len}/s{seed}/metrics.csv"),
+    profile=expand(work_pattern("profile"), variant=PROFILED),
+    perplexity=trained_paths("perplexity"),
+    context_window=trained_paths("context_window"),
+    passkey=trained_paths("passkey") if PASSKEY else [],
+    compute_curve=trained_paths("compute_curve"),
+    metrics=trained_paths("metrics"),
     distributed=rules.project_latency.input.measured,
     projected=rules.project_latency.output,
-    attention_graph=expand(f"{WORK}/attention_graph/{{variant}}.csv", variant=list(VARIANTS)),
+    attention_graph=expand(work_pattern("attention_graph"), variant=list(VARIANTS)),
     recall=recall_paths(),
     recall_reach=recall_reach_paths(),
     recall_lr=recall_sweep_paths(),
@@ -42,6 +42,7 @@ AGGREGATE_INPUTS = dict(
 # REBUILD_STAMP, an input of aggregate and tables, is touched at load when any of their inputs is
 # missing, so both rerun, and with them the jobs that make what is missing.
 REBUILD_STAMP = f"{WORK}/tables/rebuild.stamp"
+STAGED_TABLES = {name: f"{WORK}/tables/{name}.csv" for name in TABLES}  # aggregate -> tables
 if workflow.is_main_process:  # not again inside each job
     stamp_missing_intermediates(REBUILD_STAMP, AGGREGATE_INPUTS, f"{TABLE_DIR}/{TABLES[0]}.csv")
 
@@ -54,7 +55,7 @@ rule aggregate:
         **AGGREGATE_INPUTS,
         stamp=REBUILD_STAMP,
     output:
-        **{name: f"{WORK}/tables/{name}.csv" for name in TABLES},
+        **STAGED_TABLES,
     params:
         variants=list(VARIANTS.values()),
         paper_len_scale=config["paper_len_scale"],
@@ -71,7 +72,7 @@ rule aggregate:
 
 rule tables:
     input:
-        **{name: f"{WORK}/tables/{name}.csv" for name in TABLES},
+        **STAGED_TABLES,
         stamp=REBUILD_STAMP,
     output:
         **{name: report(f"{TABLE_DIR}/{name}.csv", caption=f"../report/tables/{name}.rst",

@@ -55,7 +55,8 @@ def model_dir(wildcards, seed=None):
     """One model's training directory: variant and length from wildcards, seed from wildcards
     unless given."""
     seed = wildcards.seed if seed is None else seed
-    return f"{WORK}/train/{wildcards.variant}/L{wildcards.train_len}/s{seed}"
+    return os.path.dirname(work_path("checkpoint", variant=wildcards.variant,
+                                     train_len=wildcards.train_len, seed=seed))
 
 
 def job_spec(wildcards):
@@ -96,9 +97,22 @@ SEQUENCE_PARALLEL_LENGTHS = (
     ["--tokens-per-rank", *map(str, config["distributed"]["tokens_per_rank"])])
 
 
-def trained_paths(path, seeds=None):
-    """`path` for every trained model (variant, training length, seed); seeds: only these."""
-    return [path.format(WORK=WORK, variant=v, train_len=L, seed=s) for v, L, s in TRAINED
+def work_pattern(kind):
+    """A rule's output pattern for per-job files of `kind`: pipeline_config.WORK_PATHS under the
+    work directory, its braces left for Snakemake's wildcards (the one home of every such path)."""
+    return f"{WORK}/{pipeline_config.WORK_PATHS[kind]}"
+
+
+def work_path(kind, **wildcards):
+    return pipeline_config.work_path(config, kind, **wildcards)
+
+
+def trained_paths(kind_or_pattern, seeds=None):
+    """Per-job files of `kind` (WORK_PATHS), or a pattern with {variant}, {train_len}, {seed},
+    for every trained model (variant, training length, seed); seeds: only these."""
+    pattern = (work_pattern(kind_or_pattern) if kind_or_pattern in pipeline_config.WORK_PATHS
+               else kind_or_pattern)
+    return [pattern.format(variant=v, train_len=L, seed=s) for v, L, s in TRAINED
             if seeds is None or s in seeds]
 
 
@@ -123,7 +137,7 @@ RECALL_PARAMS = dict(recall=config.get("recall"),
 
 def recall_paths():
     """Every recall job's CSV: one per (recall variant, seed)."""
-    return [f"{WORK}/recall/{v}/s{s}.csv" for v in RECALL_VARIANTS for s in SEEDS]
+    return [work_path("recall", recall_variant=v, seed=s) for v in RECALL_VARIANTS for s in SEEDS]
 
 
 def recall_sweep_paths(variant=None):
@@ -131,13 +145,14 @@ def recall_sweep_paths(variant=None):
     none when recall.lr is one number."""
     if len(RECALL_LRS) < 2:
         return []
-    return [f"{WORK}/recall/{v}/lr{i}.csv" for v in ([variant] if variant else RECALL_VARIANTS)
+    return [work_path("recall_lr", recall_variant=v, lr_index=i)
+            for v in ([variant] if variant else RECALL_VARIANTS)
             for i in range(len(RECALL_LRS))]
 
 
 def recall_reach_paths():
     """Every recall variant's reachability CSV (recall_reach: placements its pattern connects)."""
-    return [f"{WORK}/recall/{v}/reach.csv" for v in RECALL_VARIANTS]
+    return [work_path("recall_reach", recall_variant=v) for v in RECALL_VARIANTS]
 
 
 # ---- missing intermediates ------------------------------------------------------------------

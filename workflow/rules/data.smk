@@ -4,7 +4,7 @@
 
 rule prepare_data:
     output:
-        manifest=f"{WORK}/data/manifest.json",
+        manifest=work_pattern("manifest"),
     params:
         data=config["data"],
     threads: job_threads("prepare_data")

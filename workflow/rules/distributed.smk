@@ -6,7 +6,7 @@
 
 rule sequence_parallel:
     output:
-        f"{WORK}/distributed/P{{world_size}}.csv",
+        work_pattern("distributed"),
     params:
         python=PYTHON,
         script=f"{workflow.basedir}/benchmarks/sequence_parallel.py",
@@ -35,11 +35,11 @@ rule sequence_parallel:
 
 rule project_latency:
     input:
-        measured=expand(f"{WORK}/distributed/P{{world_size}}.csv",
+        measured=expand(work_pattern("distributed"),
                         world_size=config["distributed"]["world_sizes"]),
-        profile=expand(f"{WORK}/profile/{{variant}}.csv", variant=PROFILED),
+        profile=expand(work_pattern("profile"), variant=PROFILED),
     output:
-        f"{WORK}/distributed/projected.csv",
+        work_pattern("projected"),
     params:
         cost_model=config["cost_model"],
         variants=list(VARIANTS.values()),

@@ -8,10 +8,9 @@ rule evaluate:
         checkpoint=rules.train.output.checkpoint,
         manifest=rules.prepare_data.output.manifest,
     output:
-        perplexity=f"{WORK}/eval/{{variant}}/L{{train_len}}/s{{seed}}/perplexity.csv",
-        context_window=f"{WORK}/eval/{{variant}}/L{{train_len}}/s{{seed}}/context_window.csv",
-        **({"passkey": f"{WORK}/eval/{{variant}}/L{{train_len}}/s{{seed}}/passkey.csv"}
-           if PASSKEY else {}),
+        perplexity=work_pattern("perplexity"),
+        context_window=work_pattern("context_window"),
+        **({"passkey": work_pattern("passkey")} if PASSKEY else {}),
     params:
         evaluation=config["evaluation"],
         spec=job_spec,

@@ -6,7 +6,7 @@
 
 rule profile:
     output:
-        f"{WORK}/profile/{{variant}}.csv",
+        work_pattern("profile"),
     params:
         spec=lambda w: VARIANTS[w.variant],
         profile=config["profile"],

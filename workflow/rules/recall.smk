@@ -9,7 +9,7 @@
 
 rule recall_lr:
     output:
-        f"{WORK}/recall/{{recall_variant}}/lr{{lr_index}}.csv",
+        work_pattern("recall_lr"),
     params:
         **RECALL_PARAMS,
         sweep_seed=SEEDS[0],
@@ -31,7 +31,7 @@ rule recall:
     input:
         sweep=lambda w: recall_sweep_paths(w.recall_variant),
     output:
-        f"{WORK}/recall/{{recall_variant}}/s{{seed}}.csv",
+        work_pattern("recall"),
     params:
         **RECALL_PARAMS,
     threads: job_threads("recall")
@@ -49,7 +49,7 @@ rule recall:
 # within the model's depth (no training; one per recall variant, the placements are every seed's).
 rule recall_reach:
     output:
-        f"{WORK}/recall/{{recall_variant}}/reach.csv",
+        work_pattern("recall_reach"),
     params:
         **RECALL_PARAMS,
     log:

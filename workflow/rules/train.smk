@@ -12,9 +12,9 @@ rule train:
     input:
         manifest=rules.prepare_data.output.manifest,
     output:
-        checkpoint=f"{WORK}/train/{{variant}}/L{{train_len}}/s{{seed}}/checkpoint.pt",
-        metrics=f"{WORK}/train/{{variant}}/L{{train_len}}/s{{seed}}/metrics.csv",
-        compute_curve=f"{WORK}/train/{{variant}}/L{{train_len}}/s{{seed}}/compute_curve.csv",
+        checkpoint=work_pattern("checkpoint"),
+        metrics=work_pattern("metrics"),
+        compute_curve=work_pattern("compute_curve"),
     params:
         cfg=lambda w: as_json(train_cfg(w)),
         state_dir=lambda w: f"{model_dir(w)}/state-{state_hash(w)}",
