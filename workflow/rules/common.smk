@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -159,23 +160,30 @@ def recall_reach_paths():
 # Snakemake reruns a job whose output is missing only when a job downstream must run, so a per-job
 # CSV deleted, or moved aside by the aggregation's refusal (NAME.refused, see make_tables.py),
 # would never be made again while the published tables exist. The aggregation's inputs include a
-# stamp file, created with an mtime of 0 (on its own it never triggers anything) and touched here
-# when any of those inputs is missing: the aggregation then reruns (the stamp is newer than its
-# outputs), and with it the jobs that make what is missing. A dry run plans the same and puts the
+# stamp file, created empty with an mtime of 0 (on its own it never triggers anything) and
+# rewritten here when any of those inputs is missing: the aggregation then reruns (an updated
+# input: Snakemake compares a small input by its checksum, so new content, not only a new mtime),
+# and with it the jobs that make what is missing. A dry run plans the same and puts the
 # stamp's mtime back when it ends, so planning never changes what the next run does.
+
+def _restore(path: Path, data: bytes, mtime_ns: int) -> None:
+    path.write_bytes(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
 
 def stamp_missing_intermediates(stamp, inputs: dict, published) -> None:
     stamp = Path(stamp)
     if not stamp.exists():
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.touch()
+        stamp.write_text("")
         os.utime(stamp, (0, 0))
     missing = [p for paths in inputs.values() for p in paths if not os.path.exists(p)]
     if missing and Path(published).exists():
-        before = stamp.stat().st_mtime
-        stamp.touch()
-        if workflow.output_settings.dryrun:  # plan it, and leave no trace: put the mtime back
-            atexit.register(os.utime, stamp, (before, before))
+        # new content, not only a new mtime: Snakemake compares small inputs by checksum
+        before = (stamp.read_bytes(), stamp.stat().st_mtime_ns)
+        stamp.write_text(f"{time.time_ns()} {len(missing)} missing, first {missing[0]}\n")
+        if workflow.output_settings.dryrun:  # plan it, and leave no trace: put it back
+            atexit.register(_restore, stamp, *before)
         print(f"{len(missing)} intermediate file(s) the tables are made from are missing (first: "
               f"{missing[0]}): their jobs and the tables run again", file=sys.stderr)
 
