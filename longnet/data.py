@@ -12,6 +12,7 @@ deterministic and stable when files are added or removed. `manifest.json` record
 and a sha256 of every packed array, so two runs can check they trained on the same tokens.
 """
 
+import functools
 import hashlib
 import json
 import math
@@ -294,6 +295,17 @@ def check_same_corpus(recorded: dict, data_dir, what: str) -> None:
                          "again on this corpus")
 
 
+@functools.lru_cache(maxsize=16)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """A file's sha256, computed once per (path, size, mtime): a job that reads a split twice
+    (evaluation's perplexity and context window) hashes it once."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_split(data_dir, split="train", verify: bool = False) -> np.memmap:
     """The packed tokens of one split, memory-mapped read-only; a file whose size is not the
     manifest's token count (cut, or from another corpus) is refused, naming it, and with verify
@@ -311,13 +323,8 @@ def load_split(data_dir, split="train", verify: bool = False) -> np.memmap:
         raise ValueError(f"{path}: {size} bytes where its manifest records {n} tokens of "
                          f"{dtype.itemsize} bytes ({n * dtype.itemsize}): the corpus is damaged; "
                          "delete the data directory and rerun to tokenize it again")
-    if verify:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != manifest["splits"][split]["sha256"]:
-            raise ValueError(f"{path}: its sha256 is not the one its manifest records: the "
-                             "corpus is damaged; delete the data directory and rerun to tokenize "
-                             "it again")
+    if verify and _sha256(path, size, path.stat().st_mtime_ns) != manifest["splits"][split]["sha256"]:
+        raise ValueError(f"{path}: its sha256 is not the one its manifest records: the "
+                         "corpus is damaged; delete the data directory and rerun to tokenize "
+                         "it again")
     return np.memmap(path, dtype=dtype, mode="r", shape=(n,))

@@ -89,16 +89,13 @@ class TrainConfig:
         if isinstance(self.betas, list):
             self.betas = tuple(self.betas)
         positive = ("seq_len", "tokens_per_step", "micro_batch_tokens", "steps", "eval_tokens",
-                    "log_every", "checkpoint_every")
+                    "log_every", "checkpoint_every", "loss_chunk_tokens")
         for name in positive:
             value = getattr(self, name)
+            if name == "loss_chunk_tokens" and value is None:  # None: the whole micro-batch
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"train {name}={value!r} is invalid; allowed: an int >= 1")
-        if self.loss_chunk_tokens is not None and (
-                not isinstance(self.loss_chunk_tokens, int) or isinstance(self.loss_chunk_tokens, bool)
-                or self.loss_chunk_tokens < 1):
-            raise ValueError(f"train loss_chunk_tokens={self.loss_chunk_tokens!r} is invalid; "
-                             "allowed: an int >= 1, or null for the whole micro-batch at once")
         for name in ("warmup", "eval_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"train {name}={getattr(self, name)!r} is invalid; "
